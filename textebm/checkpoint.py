@@ -1,0 +1,103 @@
+"""Run folders: atomic saves and safe loads of state_dicts, config JSON and vocabulary.
+
+A run folder holds `config.json`, `vocab.txt`, `checkpoint.pt` (state_dicts of the model and the
+optimisers, the step and torch's RNG state: tensors and plain containers only, so it loads with
+`torch.load(weights_only=True)`), `state.json` (python and numpy RNG states) and `metrics.jsonl`.
+Every write goes to a temporary file that is then renamed, so an interrupted save never leaves a
+half-written checkpoint behind.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corpora.vocab import Vocab
+from textebm.config import RunConfig
+
+CHECKPOINT, CONFIG, VOCAB, STATE = "checkpoint.pt", "config.json", "vocab.txt", "state.json"
+
+
+class CheckpointError(Exception):
+    """A missing, corrupted or mismatched checkpoint (reported in one line by the CLI)."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG, cfg.to_dict())
+    atomic_write(run_dir / VOCAB, ("\n".join(vocab.itos) + "\n").encode())
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizers: dict, step: int) -> None:
+    payload = {"model": model.state_dict(),
+               "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+               "step": step, "torch_rng": torch.get_rng_state()}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(run_dir / CHECKPOINT, buf.getvalue())
+    py_state = random.getstate()
+    write_json(run_dir / STATE, {"step": step,
+                                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
+                                 "numpy_rng": _np_state()})
+
+
+def _np_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss,
+            "cached": cached}
+
+
+def restore_rng(run_dir: Path, payload: dict) -> None:
+    torch.set_rng_state(payload["torch_rng"])
+    state = json.loads((run_dir / STATE).read_text())
+    v, internal, g = state["python_rng"]
+    random.setstate((v, tuple(internal), g))
+    n = state["numpy_rng"]
+    np.random.set_state((n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+
+
+def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, wrong format, pickled objects: all unusable
+        raise CheckpointError(f"{path} is corrupted or not a textebm checkpoint "
+                              f"({type(e).__name__})") from None
+
+
+def load_run_files(run_dir: Path) -> tuple[RunConfig, Vocab]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run folder at {run_dir}")
+    try:
+        cfg = RunConfig.from_dict(json.loads((run_dir / CONFIG).read_text()))
+        vocab = Vocab.load(run_dir / VOCAB)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{run_dir} lacks {Path(e.filename).name}: not a textebm run") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: unreadable config or vocabulary ({e})") from None
+    if len(vocab) != cfg.decoder.vocab_size:
+        raise CheckpointError(f"{run_dir}: vocabulary has {len(vocab)} words but the model "
+                              f"expects {cfg.decoder.vocab_size}")
+    return cfg, vocab

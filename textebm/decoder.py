@@ -1,0 +1,73 @@
+"""LSTMDecoder: the generator p_beta(x|z), an autoregressive one-layer LSTM (paper eq. 4).
+
+How z enters is not published; the project default follows the common text-VAE decoders:
+z is concatenated to every input embedding and h0 = Linear(z), c0 = 0. Dropout on embeddings
+and LSTM outputs; every parameter initialised from Unif(-0.1, 0.1) (paper B.1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corpora.vocab import BOS_ID, EOS_ID, PAD_ID
+from textebm.config import DecoderConfig
+
+
+class LSTMDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        self.lstm = nn.LSTM(cfg.embed + cfg.latent_dim, cfg.hidden, batch_first=True)
+        self.z_to_h = nn.Linear(cfg.latent_dim, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.proj = nn.Linear(cfg.hidden, cfg.vocab_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+
+    def _init_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h0 = self.z_to_h(z).unsqueeze(0)
+        return h0, torch.zeros_like(h0)
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) summed over each sentence's scored tokens (words and `</s>`).
+
+        x: (B, T) long, framed `<s> w1 .. wn </s> <pad>..`; z: (B, D) -> (B,).
+        The output projection and softmax run only at real (non-pad) target positions.
+        """
+        inp, tgt = x[:, :-1], x[:, 1:]
+        mask = tgt != PAD_ID
+        emb = self.drop(self.embed(inp))
+        zz = z.unsqueeze(1).expand(-1, inp.size(1), -1)
+        out, _ = self.lstm(torch.cat([emb, zz], -1), self._init_state(z))
+        h = self.drop(out[mask])                                  # (N, H), N real targets
+        tok_lp = -F.cross_entropy(self.proj(h), tgt[mask], reduction="none")
+        rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
+        return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, max_len: int = 60, greedy: bool = False,
+                 temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode one sentence per z, all in parallel. z: (B, D) -> ids (B, L) ending in `</s>`
+        (or cut at max_len), `<pad>` after it. Ancestral sampling unless `greedy`."""
+        B = z.size(0)
+        state = self._init_state(z)
+        tok = torch.full((B,), BOS_ID, dtype=torch.long, device=z.device)
+        done = torch.zeros(B, dtype=torch.bool, device=z.device)
+        out = []
+        for _ in range(max_len):
+            step_in = torch.cat([self.embed(tok), z], -1).unsqueeze(1)
+            o, state = self.lstm(step_in, state)
+            logits = self.proj(o[:, 0])
+            if greedy:
+                tok = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / temperature, -1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tok = tok.masked_fill(done, PAD_ID)
+            out.append(tok)
+            done |= tok == EOS_ID
+            if bool(done.all()):
+                break
+        return torch.stack(out, 1)

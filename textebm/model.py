@@ -1,0 +1,83 @@
+"""LatentEBM: p(x, z) = p_alpha(z) p_beta(x|z), the prior and the decoder tied together.
+
+Energies (lower = more probable), with E(z) = -f_alpha(z) and p0 = N(0, I):
+    prior      U0(z)   = E(z) + ||z||^2 / 2
+    posterior  U1(z|x) = E(z) + ||z||^2 / 2 - log p_beta(x|z)
+With `kind="gaussian"` E is 0: the fixed N(0, I) prior baseline (paper Table 8).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
+from textebm.decoder import LSTMDecoder
+from textebm.langevin import init_z, langevin
+from textebm.prior import EnergyPrior
+
+
+class LatentEBM(nn.Module):
+    def __init__(self, prior: PriorConfig, decoder: DecoderConfig, langevin_cfg: LangevinConfig):
+        super().__init__()
+        if prior.kind not in ("ebm", "gaussian"):
+            raise ValueError(f"prior kind must be 'ebm' or 'gaussian', got {prior.kind!r}")
+        self.prior_cfg, self.langevin_cfg = prior, langevin_cfg
+        self.prior = EnergyPrior(prior) if prior.kind == "ebm" else None
+        self.decoder = LSTMDecoder(decoder)
+        self.latent_dim = prior.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def energy(self, z: torch.Tensor) -> torch.Tensor:
+        """E(z) = -f_alpha(z): (B, D) -> (B,); zero for the Gaussian prior."""
+        if self.prior is None:
+            return z.new_zeros(z.size(0))
+        return self.prior(z)
+
+    def prior_energy(self, z: torch.Tensor) -> torch.Tensor:
+        """U0(z) = E(z) + ||z||^2/2 = -log p_alpha(z) up to log Z(alpha) + const. (B,)"""
+        return self.energy(z) + 0.5 * z.pow(2).sum(-1)
+
+    def posterior_energy(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """U1(z|x) = U0(z) - log p_beta(x|z). z: (B, D), x: (B, T) -> (B,)."""
+        return self.prior_energy(z) - self.decoder.log_prob(x, z)
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p_alpha(z) + log p_beta(x|z) without log Z(alpha) (unnormalised; exact for the
+        Gaussian prior). x: (B, T), z: (B, D) -> (B,)."""
+        log_p0_const = -0.5 * self.latent_dim * math.log(2 * math.pi)
+        return -self.posterior_energy(z, x) + log_p0_const
+
+    def sample_prior(self, n: int, steps: int | None = None, step_size: float | None = None,
+                     generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
+        """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info."""
+        cfg = self.langevin_cfg
+        steps = cfg.k0 if steps is None else steps
+        step_size = cfg.s0 if step_size is None else step_size
+        z0 = init_z(n, self.latent_dim, self.device, generator)
+        if self.prior is None:  # N(0, I) is sampled exactly; no chain needed
+            steps = 0 if not trace else steps
+        return langevin(self.prior_energy, z0, steps, step_size, generator, **trace)
+
+    def infer(self, x: torch.Tensor, steps: int | None = None, step_size: float | None = None,
+              generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
+        """z ~ short-run posterior chain p(z|x): K1 steps from N(0, I). x: (B, T) -> z: (B, D).
+
+        The decoder runs without dropout inside the chain (the chain targets the model's
+        posterior, not a randomly thinned one); the caller's train/eval mode is restored.
+        """
+        cfg = self.langevin_cfg
+        steps = cfg.k1 if steps is None else steps
+        step_size = cfg.s1 if step_size is None else step_size
+        was_training = self.training
+        self.eval()
+        try:
+            z0 = init_z(x.size(0), self.latent_dim, self.device, generator)
+            return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
+                            generator, **trace)
+        finally:
+            self.train(was_training)

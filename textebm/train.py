@@ -1,0 +1,227 @@
+"""Algorithm 1 of the paper, top to bottom: learn the EBM prior and the decoder by short-run MCMC.
+
+Per iteration, for a mini-batch x (PROTOCOL.md §3):
+  1. z- ~ prior chain (K0 Langevin steps from N(0, I));
+  2. z+ ~ posterior chain for x (K1 steps from N(0, I));
+  3. decoder step: minimise -mean_i log p_beta(x_i | z+_i);
+  4. prior step:   minimise mean_i E(z+_i) - mean_i E(z-_i) (the negative of eq. 10's update),
+     which raises f_alpha where the posterior puts z and lowers it where the prior wanders.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corpora.batching import Batches, frame, scored_tokens
+from corpora.registry import Corpus
+from corpora.vocab import Vocab
+from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
+                                save_run_files)
+from textebm.config import RunConfig
+from textebm.model import LatentEBM
+
+
+class DivergenceError(Exception):
+    """A loss or energy became NaN/inf; the last good checkpoint is kept."""
+
+
+def build_model(cfg: RunConfig) -> LatentEBM:
+    return LatentEBM(cfg.prior, cfg.decoder, cfg.langevin)
+
+
+def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.Optimizer]:
+    t = cfg.train
+    betas = (t.beta1, t.beta2)
+    opts = {"decoder": torch.optim.Adam(model.decoder.parameters(), lr=t.lr_decoder, betas=betas)}
+    if model.prior is not None:
+        opts["prior"] = torch.optim.Adam(model.prior.parameters(), lr=t.lr_prior, betas=betas)
+    return opts
+
+
+def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig) -> dict:
+    """One iteration of Algorithm 1 on x: (B, T). Returns floats for logging."""
+    lc, tc = cfg.langevin, cfg.train
+    z_neg, _ = model.sample_prior(x.size(0))
+    z_pos, _ = model.infer(x)
+
+    model.train()
+    log_px = model.decoder.log_prob(x, z_pos)
+    loss_dec = -log_px.mean()
+    opts["decoder"].zero_grad(set_to_none=True)
+    loss_dec.backward()
+    torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), tc.clip_decoder)
+    opts["decoder"].step()
+
+    out = {"loss_dec": loss_dec.item(),
+           "nll_tok": -log_px.sum().item() / scored_tokens(x).sum().item()}
+    if model.prior is not None:
+        e_pos, e_neg = model.energy(z_pos).mean(), model.energy(z_neg).mean()
+        loss_prior = e_pos - e_neg
+        opts["prior"].zero_grad(set_to_none=True)
+        loss_prior.backward()
+        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), tc.clip_prior)
+        opts["prior"].step()
+        out.update(e_pos=e_pos.item(), e_neg=e_neg.item(), gap=loss_prior.item())
+    out["z_pos_norm"] = z_pos.norm(dim=-1).mean().item()
+    out["z_neg_norm"] = z_neg.norm(dim=-1).mean().item()
+    return out
+
+
+@torch.no_grad()
+def _frame_all(sents: list[list[int]], batch_size: int):
+    order = np.argsort([len(s) for s in sents], kind="stable")
+    for i in range(0, len(order), batch_size):
+        yield frame([sents[j] for j in order[i:i + batch_size]])
+
+
+def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
+                       batch_size: int = 128) -> float:
+    """Nats per scored token of -log p(x|z+) with z+ from the posterior chain (fixed seed)."""
+    model.eval()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    total, tokens = 0.0, 0
+    for x in _frame_all(sents, batch_size):
+        x = x.to(model.device)
+        z, _ = model.infer(x, generator=gen)
+        with torch.no_grad():
+            total -= model.decoder.log_prob(x, z).sum().item()
+        tokens += int(scored_tokens(x).sum())
+    return total / tokens
+
+
+def show_samples(model: LatentEBM, vocab: Vocab, n: int, seed: int) -> list[str]:
+    model.eval()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    z, _ = model.sample_prior(n, generator=gen)
+    ids = model.decoder.generate(z, generator=gen)
+    return [" ".join(vocab.decode(row.tolist())) for row in ids]
+
+
+@dataclass
+class Run:
+    """What `train` needs besides the config: where to write and how to report."""
+    out_dir: Path
+    device: torch.device
+    progress: bool = True
+    resume: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
+    """Train to cfg.train.max_steps in run.out_dir (resuming there if run.resume).
+
+    Returns a summary dict (also written as `summary.json`). Raises DivergenceError on NaN/inf.
+    """
+    out, t = run.out_dir, cfg.train
+    if run.resume:
+        saved_cfg, vocab = load_run_files(out)
+        saved_cfg.train.max_steps = t.max_steps  # the one setting a resume may extend
+        cfg = saved_cfg
+        t = cfg.train
+    else:
+        seed_everything(t.seed)
+        vocab = Vocab.build(corpus.train, max_size=t.vocab_size, min_count=t.min_count)
+        cfg.decoder.vocab_size = len(vocab)
+        save_run_files(out, cfg, vocab)
+
+    train_ids = [vocab.encode(s) for s in corpus.train]
+    valid_ids = [vocab.encode(s) for s in corpus.split("valid")[: t.eval_sentences]] \
+        if corpus.has("valid") else []
+    model = build_model(cfg).to(run.device)
+    opts = make_optimizers(model, cfg)
+    step = 0
+    if run.resume:
+        payload = load_checkpoint(out, map_location=run.device)
+        model.load_state_dict(payload["model"])
+        for k, o in opts.items():
+            o.load_state_dict(payload["optimizers"][k])
+        step = int(payload["step"])
+        restore_rng(out, payload)
+
+    batches = Batches(train_ids, t.batch_size, seed=t.seed)
+    metrics_f = open(out / "metrics.jsonl", "a")
+    bar = _progress(run.progress, t.max_steps, step)
+    epoch_cache: dict[int, list] = {}
+    last_eval: dict = {}
+    t0, tokens_seen = time.time(), 0
+    try:
+        while step < t.max_steps:
+            epoch, pos = divmod(step, len(batches))
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: batches.indices(epoch)}
+            x = frame([train_ids[i] for i in epoch_cache[epoch][pos]]).to(run.device)
+            m = train_step(model, x, opts, cfg)
+            bad = [k for k, v in m.items() if not math.isfinite(v)]
+            if bad:
+                raise DivergenceError(
+                    f"step {step + 1}: {', '.join(bad)} became NaN/inf. The last good checkpoint "
+                    f"is in {out}. Lower the prior step size (--s0), the posterior step size "
+                    f"(--s1) or the learning rates (--lr-prior, --lr-decoder), then --resume.")
+            step += 1
+            ntok = int(scored_tokens(x).sum())
+            tokens_seen += ntok
+            m.update(step=step, epoch=epoch, tokens=ntok,
+                     tok_s=tokens_seen / max(time.time() - t0, 1e-9))
+            metrics_f.write(json.dumps(m) + "\n")
+            if bar:
+                bar.update(step, m, last_eval)
+            if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
+                last_eval = {"step": step, "kind": "eval",
+                             "val_recon_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1),
+                             "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2)}
+                metrics_f.write(json.dumps(last_eval) + "\n")
+                metrics_f.flush()
+                if on_eval:
+                    on_eval(last_eval)
+            if t.save_every and step % t.save_every == 0:
+                save_checkpoint(out, model, opts, step)
+    except KeyboardInterrupt:
+        save_checkpoint(out, model, opts, step)  # nothing lost: resume continues from here
+        raise
+    finally:
+        metrics_f.close()
+        if bar:
+            bar.close()
+    save_checkpoint(out, model, opts, step)
+    summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
+               "final_train_nll_tok": m["nll_tok"] if t.max_steps else None,
+               "last_eval": last_eval, "seconds": time.time() - t0}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class _Bar:
+    def __init__(self, total: int, start: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+        self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self.task = self.p.add_task("train", total=total, completed=start, info="")
+        self.p.start()
+
+    def update(self, step: int, m: dict, ev: dict) -> None:
+        info = f"{m['tok_s']:.0f} tok/s  nll/tok {m['nll_tok']:.3f}"
+        if "gap" in m:
+            info += f"  E+ - E- {m['gap']:+.3f}"
+        if ev:
+            info += f"  val {ev['val_recon_nll_tok']:.3f}"
+        self.p.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(enabled: bool, total: int, start: int):
+    return _Bar(total, start) if enabled else None
