@@ -1,0 +1,156 @@
+"""textebm command line: parses options, calls library functions, prints. No logic of its own."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Latent-space energy-based prior models for text (Pang et al., NeurIPS 2020).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+err = Console(stderr=True)
+out = Console()
+
+DATA_DIR = typer.Option(None, "--data-dir", help="Folder with ptb/, yahoo/, snli/ (or the corpus "
+                        "files themselves). Default: $TEXTEBM_DATA, then ~/.cache/textebm, then download.")
+TRAIN_SPLIT = typer.Option("train", "--train-split", help="Split to train on and build the vocabulary "
+                           "from (e.g. valid where train is missing); recorded in the run.")
+MAX_LEN = typer.Option(400, "--max-len", help="Longest sentence kept, in tokens.")
+ON_LONG = typer.Option("drop", "--on-long", help="What to do with longer lines: drop or cut.")
+
+
+def friendly(fn):
+    """Turn the errors users can cause into one red line and exit code 2 (no traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from corpora import CorpusError
+        from textebm.checkpoint import CheckpointError
+        from textebm.train import DivergenceError
+        try:
+            return fn(*args, **kwargs)
+        except DivergenceError as e:
+            err.print(f"[red]diverged:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3)
+        except (CorpusError, CheckpointError, ValueError, FileNotFoundError) as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted; state saved where a run was in progress")
+            raise typer.Exit(130)
+    return wrapper
+
+
+def _load(name, data_dir, train_split="train", max_len=400, on_long="drop"):
+    from corpora.registry import load_corpus
+    return load_corpus(name, data_dir=data_dir, max_len=max_len, on_long=on_long,
+                       train_split=train_split)
+
+
+@corpus_app.command("info")
+@friendly
+def corpus_info(name: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a folder or a file."),
+                data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
+                max_len: int = MAX_LEN, on_long: str = ON_LONG,
+                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+    """Sentences, tokens, vocabulary, lengths and OOV rate of each split."""
+    from corpora.stats import corpus_stats
+    corpus = _load(name, data_dir, train_split, max_len, on_long)
+    stats = corpus_stats(corpus)
+    if as_json:
+        print(json.dumps(stats))
+        return
+    from rich.table import Table
+    t = Table(title=f"{corpus.name}  ({corpus.source}; vocabulary from {corpus.train_split})")
+    cols = ["sentences", "tokens", "vocab_size", "avg_len", "max_len", "oov_rate"]
+    t.add_column("split")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for split, s in stats.items():
+        t.add_row(split, *([f"{s[c]:,}" if isinstance(s[c], int) else f"{s[c]:.4g}" for c in cols]
+                           if s else ["missing"] + [""] * 5))
+    out.print(t)
+    skipped = {k: v.as_dict() for k, v in corpus.stats.items()
+               if v.empty or v.long_dropped or v.long_cut}
+    if skipped:
+        out.print(f"skipped lines: {skipped}")
+
+
+def _toml(path: Optional[Path]) -> dict:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
+
+
+@app.command()
+@friendly
+def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a folder or a file."),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/CORPUS/TIMESTAMP)."),
+          config: Optional[Path] = typer.Option(None, "--config", help="TOML file with [prior] [decoder] "
+                                                "[langevin] [train] sections; command-line options win."),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
+          max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Training iterations (paper: ~40,000)."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per mini-batch."),
+          k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (paper 60)."),
+          s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
+          k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (paper 20)."),
+          s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
+          prior: Optional[str] = typer.Option(None, "--prior", help="ebm (learned) or gaussian (fixed N(0,I) baseline)."),
+          lr_prior: Optional[float] = typer.Option(None, "--lr-prior", help="Adam learning rate of the EBM."),
+          lr_decoder: Optional[float] = typer.Option(None, "--lr-decoder", help="Adam learning rate of the decoder."),
+          clip: Optional[float] = typer.Option(None, "--clip", help="Gradient-norm clip of the decoder."),
+          seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (data order, chains, init)."),
+          eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (0: never)."),
+          save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
+          device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
+          max_len: int = MAX_LEN, on_long: str = ON_LONG,
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
+    """Learn a latent-EBM prior model with Algorithm 1 (short-run Langevin prior + posterior)."""
+    import torch
+    from textebm.config import for_corpus, override
+    from textebm.device import pick_device
+    from textebm.plots import plot_curves
+    from textebm.runs import mark_latest, new_run_dir
+    from textebm.train import Run, train as run_train
+
+    cfg = override(for_corpus(corpus), _toml(config))
+    cli = {"train": {"max_steps": max_steps, "batch_size": batch_size, "lr_prior": lr_prior,
+                     "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
+                     "eval_every": eval_every, "save_every": save_every},
+           "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1}, "prior": {"kind": prior}}
+    override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
+    cfg.train.train_split, cfg.train.max_len = train_split, max_len
+    if resume:
+        run_dir = resume
+    else:
+        run_dir = out_dir or new_run_dir(corpus)
+    data = _load(corpus, data_dir, train_split, max_len, on_long)
+    dev = pick_device(device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    def on_eval(ev):
+        err.print(f"[cyan]step {ev['step']}[/cyan] valid recon NLL/token {ev['val_recon_nll_tok']:.3f}")
+        for s in ev["samples"]:
+            err.print(f"  [dim]>[/dim] {s}", highlight=False)
+
+    mark_latest(run_dir) if not resume else None
+    err.print(f"run folder: {run_dir}")
+    summary = run_train(cfg, data, Run(Path(run_dir), dev, progress=not quiet,
+                                       resume=resume is not None), on_eval=on_eval)
+    mark_latest(run_dir)
+    plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
+    out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> {run_dir}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,53 @@
+"""Training curves from metrics.jsonl (matplotlib, no display needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    steps, evals = [], []
+    for line in Path(path).read_text().splitlines():
+        m = json.loads(line)
+        (evals if m.get("kind") == "eval" else steps).append(m)
+    return steps, evals
+
+
+def _smooth(v: list[float], w: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, x in enumerate(v):
+        acc += x - (v[i - w] if i >= w else 0.0)
+        out.append(acc / min(i + 1, w))
+    return out
+
+
+def plot_curves(metrics: Path, png: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, evals = read_metrics(metrics)
+    if not steps:
+        return png
+    w = max(1, len(steps) // 50)
+    xs = [m["step"] for m in steps]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax[0].plot(xs, _smooth([m["nll_tok"] for m in steps], w), label="train (z+ from posterior)")
+    if evals:
+        ax[0].plot([e["step"] for e in evals], [e["val_recon_nll_tok"] for e in evals], "o-",
+                   label="valid reconstruction")
+    ax[0].set(title="decoder NLL per token (nats)", xlabel="step")
+    ax[0].legend()
+    if "gap" in steps[0]:
+        ax[1].plot(xs, _smooth([m["e_pos"] for m in steps], w), label="E(z+) posterior")
+        ax[1].plot(xs, _smooth([m["e_neg"] for m in steps], w), label="E(z-) prior")
+        ax[1].legend()
+    ax[1].set(title="energy E(z) = -f(z)", xlabel="step")
+    ax[2].plot(xs, _smooth([m["z_pos_norm"] for m in steps], w), label="|z+|")
+    ax[2].plot(xs, _smooth([m["z_neg_norm"] for m in steps], w), label="|z-|")
+    ax[2].set(title="latent norms", xlabel="step")
+    ax[2].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

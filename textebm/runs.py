@@ -1,0 +1,34 @@
+"""Where runs live: `runs/<corpus>/<timestamp>/`, and `runs/latest` naming the newest one."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from textebm.checkpoint import CheckpointError
+
+RUNS = Path(os.environ.get("TEXTEBM_RUNS", "runs"))
+
+
+def new_run_dir(corpus: str) -> Path:
+    name = Path(corpus).name or "corpus"
+    return RUNS / name / time.strftime("%Y%m%d-%H%M%S")
+
+
+def mark_latest(run_dir: Path) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    tmp = RUNS / "latest.tmp"
+    tmp.write_text(str(Path(run_dir).resolve()) + "\n")
+    tmp.replace(RUNS / "latest")
+
+
+def latest_run() -> Path:
+    marker = RUNS / "latest"
+    if not marker.is_file():
+        raise CheckpointError(f"no run recorded in {marker}: train one (textebm train demo) "
+                              "or pass --checkpoint DIR")
+    return Path(marker.read_text().strip())
+
+
+def resolve(checkpoint: Path | None) -> Path:
+    return Path(checkpoint) if checkpoint else latest_run()
