@@ -80,15 +80,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(**{f.name: _build(f.type, d.get(f.name, {})) for f in fields(cls)})
+        return cls(**{f.name: _build(_COMPONENTS[f.name], d.get(f.name, {})) for f in fields(cls)})
 
 
 _COMPONENTS = {"prior": PriorConfig, "decoder": DecoderConfig, "langevin": LangevinConfig,
                "train": TrainConfig}
 
 
-def _build(type_name, values: dict):
-    cls = _COMPONENTS[type_name] if isinstance(type_name, str) else type_name
+def _build(cls, values: dict):
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:

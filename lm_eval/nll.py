@@ -1,0 +1,103 @@
+"""Importance-weighted NLL of a latent-EBM model (PROTOCOL.md §4), and log Z(alpha).
+
+    log p(x) ≈ logsumexp_m [ log p_alpha(z_m) + log p_beta(x|z_m) - log q(z_m|x) ] - log M,
+    log p_alpha(z) = f_alpha(z) + log N(z; 0, I) - log Z(alpha),
+    log Z(alpha)   = log E_{N(0,I)}[exp f_alpha(z)]   (Monte Carlo from N(0, I)),
+
+with q a diagonal Gaussian fitted, per sentence, to the end points of several independent
+short-run posterior chains (its spread widened by `widen` so that its tails cover the posterior's).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from corpora.batching import frame, scored_tokens
+from textebm.model import LatentEBM
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class NLLConfig:
+    chains: int = 8           # posterior chains per sentence used to fit q
+    samples: int = 100        # importance samples M per sentence
+    widen: float = 1.5        # q's std = widen * std of the chain end points (+ min_std)
+    min_std: float = 0.05
+    logz_samples: int = 200_000
+    batch_size: int = 32
+    seed: int = 0
+
+
+def log_partition(model: LatentEBM, n: int = 200_000, seed: int = 0,
+                  chunk: int = 50_000) -> tuple[float, float]:
+    """log Z(alpha) = log E_p0[exp f(z)] by Monte Carlo; returns (estimate, standard error).
+
+    The standard error is the delta-method one: SE(mean w) / mean w, w = exp(f - max f).
+    Exactly 0 for the Gaussian prior.
+    """
+    if model.prior is None:
+        return 0.0, 0.0
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    fs = []
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            z = torch.randn(min(chunk, n - i), model.latent_dim, generator=gen, device=model.device)
+            fs.append(-model.energy(z).double())
+    f = torch.cat(fs)
+    fmax = f.max()
+    w = torch.exp(f - fmax)
+    mean = w.mean()
+    se = (w.std() / math.sqrt(len(w)) / mean).item()
+    return (fmax + mean.log()).item(), se
+
+
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Diagonal Gaussian log density, summed over the last dim."""
+    return (-0.5 * ((z - mu) / std).pow(2) - std.log() - 0.5 * LOG_2PI).sum(-1)
+
+
+def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig,
+                           log_z: float, generator: torch.Generator) -> torch.Tensor:
+    """Importance-sampling estimates of log p(x) for a batch of id lists -> (B,) float64."""
+    x = frame(ids).to(model.device)
+    B, D, C, M = x.size(0), model.latent_dim, cfg.chains, cfg.samples
+    z_chain, _ = model.infer(x.repeat_interleave(C, 0), generator=generator)
+    z_chain = z_chain.view(B, C, D)
+    mu = z_chain.mean(1, keepdim=True)                                     # (B, 1, D)
+    std = cfg.widen * z_chain.std(1, keepdim=True) + cfg.min_std
+    eps = torch.randn(B, M, D, generator=generator, device=model.device)
+    z = mu + std * eps                                                     # (B, M, D)
+    with torch.no_grad():
+        flat = z.reshape(B * M, D)
+        log_px = model.decoder.log_prob(x.repeat_interleave(M, 0), flat).view(B, M)
+        log_prior = (-model.prior_energy(flat) - 0.5 * D * LOG_2PI).view(B, M) - log_z
+        log_q = _log_normal(z, mu, std)
+        log_w = (log_px + log_prior - log_q).double()
+    return torch.logsumexp(log_w, 1) - math.log(M)
+
+
+def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLConfig(),
+                   progress=None) -> dict:
+    """NLL in nats per sentence and the matching perplexity over `ids` (word-id lists).
+
+    Returns {nll, ppl, tokens, sentences, log_z, log_z_se, chains, samples}. The log Z standard
+    error shifts every sentence's NLL by the same amount, so it is also the NLL's error from Z.
+    """
+    model.eval()
+    log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
+    gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    total, tokens = 0.0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        batch = [ids[j] for j in order[i:i + cfg.batch_size]]
+        total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
+        tokens += sum(len(s) + 1 for s in batch)
+        if progress:
+            progress(len(batch))
+    n = len(ids)
+    return {"nll": total / n, "ppl": math.exp(total / tokens), "tokens": tokens, "sentences": n,
+            "log_z": log_z, "log_z_se": log_z_se, "chains": cfg.chains, "samples": cfg.samples}
