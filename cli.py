@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="Latent-space energy-based prior models for text (Pang et al., NeurIPS 2020).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -36,10 +37,10 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except DivergenceError as e:
-            err.print(f"[red]diverged:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]diverged:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(3)
         except (CorpusError, CheckpointError, ValueError, FileNotFoundError) as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err.print("interrupted; state saved where a run was in progress")
@@ -58,16 +59,29 @@ def _load(name, data_dir, train_split="train", max_len=400, on_long="drop"):
 def corpus_info(name: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a folder or a file."),
                 data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
                 max_len: int = MAX_LEN, on_long: str = ON_LONG,
-                as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+                as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+                tokenizer: str = typer.Option("word", "--tokenizer", help="word, or spm: count "
+                                              "sentencepiece pieces learned from the training split."),
+                vocab_size: int = typer.Option(8000, "--vocab-size", help="Pieces of the spm model "
+                                               "(--tokenizer spm).")):
     """Sentences, tokens, vocabulary, lengths and OOV rate of each split."""
+    import tempfile
     from corpora.stats import corpus_stats
+    if tokenizer not in ("word", "spm"):
+        raise ValueError(f"--tokenizer must be word or spm, got {tokenizer!r}")
     corpus = _load(name, data_dir, train_split, max_len, on_long)
-    stats = corpus_stats(corpus)
+    tokenize = None
+    if tokenizer == "spm":
+        from corpora.subword import SubwordTokenizer
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenize = SubwordTokenizer.train(corpus.train, vocab_size, Path(tmp) / "spm").encode
+    stats = corpus_stats(corpus, tokenize)
     if as_json:
         print(json.dumps(stats))
         return
     from rich.table import Table
-    t = Table(title=f"{corpus.name}  ({corpus.source}; vocabulary from {corpus.train_split})")
+    unit = f"; {vocab_size} spm pieces" if tokenizer == "spm" else ""
+    t = Table(title=escape(f"{corpus.name}  ({corpus.source}; vocabulary from {corpus.train_split}{unit})"))
     cols = ["sentences", "tokens", "vocab_size", "avg_len", "max_len", "oov_rate"]
     t.add_column("split")
     for c in cols:

@@ -50,7 +50,7 @@ def read_lines(path: Path) -> list[str]:
         raise CorpusError(f"missing file: {path}")
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a leading byte-order mark is not part of the first word
     except UnicodeDecodeError as e:
         raise CorpusError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); "
                           "convert it, e.g. with iconv -f latin1 -t utf-8") from None

@@ -69,10 +69,7 @@ class Corpus:
         split = self.train_split if split == "train" else split
         if split not in self._data:
             if split not in self.files:
-                where = " or ".join(str(p) for p in self.expected.get(split, [])) or "?"
-                hint = HOW_TO_PROVIDE.get(self.name, "one sentence per line")
-                raise CorpusError(f"{self.name}: the {split} split is missing: expected {where}. "
-                                  f"Provide {hint}, or train on another split (--train-split valid)")
+                raise CorpusError(self._missing(split))
             st = self.stats.setdefault(split, ReadStats())
             self._data[split] = read_sentences(self.files[split], self.name, self.max_len,
                                                self.on_long, st)
@@ -81,6 +78,16 @@ class Corpus:
     @property
     def train(self) -> list[list[str]]:
         return self.split("train")
+
+    def _missing(self, split: str) -> str:
+        """One line: which files were looked for, how to provide them, which splits exist."""
+        where = " or ".join(str(p) for p in self.expected.get(split, []))
+        msg = f"{self.name}: the {split} split is missing" + (f": expected {where}" if where else "")
+        msg += f". Provide {HOW_TO_PROVIDE.get(self.name, 'one sentence per line')}"
+        present = [s for s in SPLITS if s in self.files or s in self._data]
+        if split == self.train_split and present:
+            msg += f", or train on a split that exists (--train-split {present[0]})"
+        return msg
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "train_split": self.train_split,
@@ -115,11 +122,21 @@ def _bases(data_dir: str | Path | None) -> list[tuple[Path, str]]:
 
 
 def _online(host: str) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=NETWORK_TIMEOUT).close()
-        return True
-    except OSError:
-        return False
+    """Can `host` be reached? At most about NETWORK_TIMEOUT seconds, even when the name lookup
+    hangs (the socket timeout does not cover DNS), so an offline machine gets a fast answer."""
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=NETWORK_TIMEOUT).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(NETWORK_TIMEOUT + 1.0)
+    return bool(ok)
 
 
 def _sha256(path: Path) -> str:
@@ -127,18 +144,26 @@ def _sha256(path: Path) -> str:
 
 
 def _download_ptb(dest: Path) -> None:
+    """All three files or none: each is fetched to a `.part` file and checked against its sha256;
+    only when all match are they moved into place (a half download never looks like a corpus)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for split, digest in PTB_SHA256.items():
-        target = dest / f"ptb.{split}.txt"
-        if target.is_file() and _sha256(target) == digest:
-            continue
-        tmp = target.with_suffix(".part")
-        with urllib.request.urlopen(PTB_URL.format(split=split), timeout=NETWORK_TIMEOUT) as r:
-            tmp.write_bytes(r.read())
-        if _sha256(tmp) != digest:
-            tmp.unlink()
-            raise CorpusError(f"downloaded ptb.{split}.txt does not match its sha256; not used")
-        tmp.replace(target)
+    parts: dict[Path, Path] = {}
+    try:
+        for split, digest in PTB_SHA256.items():
+            target = dest / f"ptb.{split}.txt"
+            if target.is_file() and _sha256(target) == digest:
+                continue
+            tmp = dest / f"ptb.{split}.txt.part"
+            parts[tmp] = target
+            with urllib.request.urlopen(PTB_URL.format(split=split), timeout=NETWORK_TIMEOUT) as r:
+                tmp.write_bytes(r.read())
+            if _sha256(tmp) != digest:
+                raise CorpusError(f"downloaded ptb.{split}.txt does not match its sha256; not used")
+        for tmp, target in parts.items():
+            tmp.replace(target)
+    finally:
+        for tmp in parts:
+            tmp.unlink(missing_ok=True)
 
 
 def _download_snli(dest: Path) -> None:
@@ -235,11 +260,13 @@ def load_corpus(name: str, data_dir: str | Path | None = None, max_len: int = DE
         return Corpus(path.name, found, {s: _candidates(path, path.name, s) for s in SPLITS},
                       f"folder: {path}", **kw)
     if path.is_file():
-        corpus = Corpus(path.stem, {}, {}, f"file: {path} (split 18/1/1 by line number)", **kw)
+        corpus = Corpus(path.stem, {}, {}, f"file: {path} (split 18/1/1 by sentence number)", **kw)
         st = corpus.stats.setdefault("file", ReadStats())
         sents = read_sentences(path, "other", max_len, on_long, st)
-        corpus._data.update({"train": [s for i, s in enumerate(sents) if i % 20 < 18],
-                             "valid": sents[18::20], "test": sents[19::20]})
+        parts = {"train": [s for i, s in enumerate(sents) if i % 20 < 18],
+                 "valid": sents[18::20], "test": sents[19::20]}
+        # A file of fewer than 19 sentences has no valid/test lines: those splits are missing.
+        corpus._data.update({k: v for k, v in parts.items() if v})
         return corpus
     raise CorpusError(f"unknown corpus {name!r}: use one of {', '.join(NAMED)}, a folder with "
                       "train.txt/valid.txt/test.txt, or a text file")
