@@ -45,7 +45,8 @@ def log_partition(model: LatentEBM, n: int = 200_000, seed: int = 0,
     fs = []
     with torch.no_grad():
         for i in range(0, n, chunk):
-            z = torch.randn(min(chunk, n - i), model.latent_dim, generator=gen, device=model.device)
+            z = torch.randn(min(chunk, n - i), model.latent_dim, generator=gen, device=model.device,
+                            dtype=model.dtype)
             fs.append(-model.energy(z).double())
     f = torch.cat(fs)
     fmax = f.max()
@@ -69,7 +70,7 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     z_chain = z_chain.view(B, C, D)
     mu = z_chain.mean(1, keepdim=True)                                     # (B, 1, D)
     std = cfg.widen * z_chain.std(1, keepdim=True) + cfg.min_std
-    eps = torch.randn(B, M, D, generator=generator, device=model.device)
+    eps = torch.randn(B, M, D, generator=generator, device=model.device, dtype=model.dtype)
     z = mu + std * eps                                                     # (B, M, D)
     with torch.no_grad():
         flat = z.reshape(B * M, D)

@@ -50,6 +50,6 @@ def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
 
 
 def init_z(n: int, dim: int, device: torch.device | str = "cpu",
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """z_0 ~ N(0, I): (n, dim)."""
-    return torch.randn(n, dim, generator=generator, device=device)
+    return torch.randn(n, dim, generator=generator, device=device, dtype=dtype)

@@ -32,6 +32,10 @@ class LatentEBM(nn.Module):
     def device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         """E(z) = -f_alpha(z): (B, D) -> (B,); zero for the Gaussian prior."""
         if self.prior is None:
@@ -58,7 +62,7 @@ class LatentEBM(nn.Module):
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
         step_size = cfg.s0 if step_size is None else step_size
-        z0 = init_z(n, self.latent_dim, self.device, generator)
+        z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
         if self.prior is None:  # N(0, I) is sampled exactly; no chain needed
             steps = 0 if not trace else steps
         return langevin(self.prior_energy, z0, steps, step_size, generator, **trace)
@@ -76,7 +80,7 @@ class LatentEBM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            z0 = init_z(x.size(0), self.latent_dim, self.device, generator)
+            z0 = init_z(x.size(0), self.latent_dim, self.device, generator, self.dtype)
             return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
                             generator, **trace)
         finally:
