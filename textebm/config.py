@@ -78,6 +78,21 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> "RunConfig":
+        """Catch impossible settings before a run folder is written (ValueError, one line)."""
+        p, d, lc, t = self.prior, self.decoder, self.langevin, self.train
+        if p.kind not in ("ebm", "gaussian"):
+            raise ValueError(f"prior must be 'ebm' or 'gaussian', got {p.kind!r}")
+        if d.latent_dim != p.latent_dim:
+            raise ValueError("decoder.latent_dim must equal prior.latent_dim")
+        if min(lc.k0, lc.k1) < 0 or min(lc.s0, lc.s1) <= 0:
+            raise ValueError("Langevin steps must be >= 0 and step sizes > 0")
+        if t.batch_size < 1 or t.max_steps < 0:
+            raise ValueError("batch size must be >= 1 and max steps >= 0")
+        if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1:
+            raise ValueError("learning rates must be >= 0 and dropout in [0, 1)")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         return cls(**{f.name: _build(_COMPONENTS[f.name], d.get(f.name, {})) for f in fields(cls)})

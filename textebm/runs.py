@@ -7,23 +7,26 @@ from pathlib import Path
 
 from textebm.checkpoint import CheckpointError
 
-RUNS = Path(os.environ.get("TEXTEBM_RUNS", "runs"))
+def runs_root() -> Path:
+    """`$TEXTEBM_RUNS`, or `runs/` in the working folder."""
+    return Path(os.environ.get("TEXTEBM_RUNS", "runs"))
 
 
 def new_run_dir(corpus: str) -> Path:
     name = Path(corpus).name or "corpus"
-    return RUNS / name / time.strftime("%Y%m%d-%H%M%S")
+    return runs_root() / name / time.strftime("%Y%m%d-%H%M%S")
 
 
 def mark_latest(run_dir: Path) -> None:
-    RUNS.mkdir(parents=True, exist_ok=True)
-    tmp = RUNS / "latest.tmp"
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "latest.tmp"
     tmp.write_text(str(Path(run_dir).resolve()) + "\n")
-    tmp.replace(RUNS / "latest")
+    tmp.replace(root / "latest")
 
 
 def latest_run() -> Path:
-    marker = RUNS / "latest"
+    marker = runs_root() / "latest"
     if not marker.is_file():
         raise CheckpointError(f"no run recorded in {marker}: train one (textebm train demo) "
                               "or pass --checkpoint DIR")
