@@ -166,5 +166,144 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> {run_dir}")
 
 
+CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpoint.pt). Default: "
+                          "the latest run (runs/latest, $TEXTEBM_RUNS to move runs/).")
+DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto.")
+
+
+def _open_run(checkpoint: Optional[Path], device: str):
+    from textebm.api import load
+    from textebm.device import pick_device
+    from textebm.runs import resolve
+    return load(resolve(checkpoint), pick_device(device))
+
+
+def _note_unknown(unknown) -> None:
+    if unknown:
+        words = ", ".join(f"{w} ({c})" if c > 1 else w for w, c in unknown.most_common(10))
+        more = ", ..." if len(unknown) > 10 else ""
+        err.print(f"note: {sum(unknown.values())} word(s) not in the vocabulary were read as "
+                  f"<unk>: {words}{more}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _emit(lines: list[str], out_file: Optional[Path]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        Path(out_file).write_text(text, encoding="utf-8")
+        err.print(f"wrote {len(lines)} lines to {out_file}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly
+def sample(checkpoint: Optional[Path] = CHECKPOINT,
+           steps: Optional[int] = typer.Option(None, "--steps", help="Prior Langevin steps K from "
+                                               "N(0,I) (default: the run's K0; with --trace, the "
+                                               "largest traced step if that is larger)."),
+           num: int = typer.Option(10, "--num", "-n", help="Number of sentences (chains)."),
+           decode: str = typer.Option("sample", "--decode", help="sample (ancestral) or greedy."),
+           temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature of "
+                                             "ancestral decoding."),
+           seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: same seed, same "
+                                              "sentences (default: a fresh one)."),
+           out_file: Optional[Path] = typer.Option(None, "--out", help="Write the output to FILE "
+                                                   "instead of stdout."),
+           as_json: bool = typer.Option(False, "--json", help="One JSON object per line: sentence, "
+                                        "energy E(z) = -f(z), z_norm (and the trace)."),
+           trace: Optional[str] = typer.Option(None, "--trace", help="Steps such as 0,40,100: decode "
+                                               "the same chains at those steps (paper Table 3) and "
+                                               "print the energy profile along the chains."),
+           plot: Optional[Path] = typer.Option(None, "--plot", help="Save the energy profile "
+                                               "(mean ± std of E(z_k) over chains vs step) as PNG."),
+           max_len: Optional[int] = typer.Option(None, "--max-len", help="Longest sentence in "
+                                                 "tokens (default 100; 300 for yahoo)."),
+           step_size: Optional[float] = typer.Option(None, "--step-size", help="Prior Langevin "
+                                                     "step size s (default: the run's s0)."),
+           device: str = DEVICE):
+    """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
+    from textebm.api import plot_energy_profile, profile_summary
+
+    try:
+        trace_at = sorted({int(k) for k in trace.split(",") if k.strip()}) if trace else []
+    except ValueError:
+        raise ValueError(f"--trace takes comma-separated step numbers such as 0,40,100, "
+                         f"got {trace!r}") from None
+    m = _open_run(checkpoint, device)
+    if steps is None and trace_at:
+        steps = max(m.config.langevin.k0, trace_at[-1])
+    s = m.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
+                        trace_at=trace_at, profile=bool(trace_at or plot))
+    norms = s.z.norm(dim=-1).tolist()
+    energies = s.energy.tolist()
+    lines = []
+    for i, sent in enumerate(s.sentences):
+        if as_json:
+            obj = {"sentence": sent, "energy": energies[i], "z_norm": norms[i]}
+            if trace_at:
+                obj["trace"] = [{"step": tp.step, "sentence": tp.sentences[i],
+                                 "energy": float(tp.energy[i]),
+                                 "z_norm": float(tp.z[i].norm())} for tp in s.trace]
+            lines.append(json.dumps(obj))
+        elif trace_at:
+            lines.append(f"# chain {i + 1}")
+            lines += [f"[step {tp.step:>5}] E={float(tp.energy[i]):+.3f}  {tp.sentences[i]}"
+                      for tp in s.trace]
+        else:
+            lines.append(sent)
+    _emit(lines, out_file)
+    if s.profile is not None:
+        rows = profile_summary(s.profile, trace_at)
+        err.print(f"energy E(z_k) = -f(z_k) along {num} chains (mean ± std), step size "
+                  f"{s.step_size}, seed {s.seed}:")
+        for r in rows:
+            err.print(f"  step {r['step']:>5}  {r['mean']:+.4f} ± {r['std']:.4f}")
+    if plot:
+        plot_energy_profile(s.profile, plot, trace_at)
+        err.print(f"energy profile -> {plot}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly
+def reconstruct(input_file: Path = typer.Option(..., "--input", exists=True, dir_okay=False,
+                                                help="Text file, one sentence per line."),
+                checkpoint: Optional[Path] = CHECKPOINT,
+                steps: Optional[int] = typer.Option(None, "--steps", help="Posterior Langevin "
+                                                    "steps (default: the run's K1)."),
+                seed: int = typer.Option(0, "--seed", help="Seed of the posterior chains."),
+                device: str = DEVICE):
+    """Infer z for each sentence (posterior chain) and decode it greedily; report token accuracy
+    and NLL per token (-log p(x|z) at the inferred z)."""
+    from corpora.preprocess import read_lines
+    sentences = [ln for ln in read_lines(input_file) if ln.strip()]
+    m = _open_run(checkpoint, device)
+    _note_unknown(m.encode(sentences).unknown)
+    r = m.reconstruct(sentences, steps=steps, seed=seed)
+    for ref, hyp, acc in zip(r.references, r.sentences, r.per_sentence_accuracy):
+        print(f"> {ref}\n< {hyp}   [{acc:.0%}]")
+    print(f"token accuracy {r.token_accuracy:.4f} (position-wise, </s> included) and NLL "
+              f"{r.nll_per_token:.4f} nats per token over {r.tokens} tokens of {len(sentences)} "
+              f"sentences; {r.n_unk} <unk> from unknown words")
+
+
+@app.command()
+@friendly
+def interpolate(a: str = typer.Argument(..., help="First sentence (t = 0)."),
+                b: str = typer.Argument(..., help="Second sentence (t = 1)."),
+                checkpoint: Optional[Path] = CHECKPOINT,
+                points: int = typer.Option(8, "--points", help="Points on the line, endpoints "
+                                           "included."),
+                steps: Optional[int] = typer.Option(None, "--steps", help="Posterior Langevin "
+                                                    "steps (default: the run's K1)."),
+                seed: int = typer.Option(0, "--seed", help="Seed of the posterior chains."),
+                device: str = DEVICE):
+    """Infer z for both sentences and decode greedily along the straight line between them."""
+    m = _open_run(checkpoint, device)
+    _note_unknown(m.encode([a, b]).unknown)
+    r = m.interpolate(a, b, points=points, steps=steps, seed=seed)
+    for t, sent in zip(r.t.tolist(), r.sentences):
+        print(f"t={t:.2f}  {sent}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,271 @@
+"""Sampling and the latent space (textebm/api.py, `textebm sample|reconstruct|interpolate`).
+
+One small model is trained once on the `demo` corpus (a few hundred steps, CPU) and shared.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import textebm
+from cli import app
+from corpora.batching import frame
+from corpora.registry import load_corpus
+from corpora.vocab import UNK_ID
+from textebm.api import sample_health, token_accuracy
+from textebm.config import for_corpus
+from textebm.train import Run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    return load_corpus("demo")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, corpus):
+    torch.set_num_threads(1)
+    cfg = for_corpus("demo")
+    # Small and quick, but long enough for the decoder to read z (reconstruction test).
+    cfg.train.max_steps, cfg.train.batch_size = 300, 32
+    cfg.train.eval_every = cfg.train.save_every = 0
+    cfg.decoder.hidden = 64
+    # A stronger posterior chain and a faster decoder than the defaults: with the paper's s1 the
+    # decoder would still ignore z after 300 steps.
+    cfg.langevin.k1, cfg.langevin.s1 = 20, 0.5
+    cfg.train.lr_decoder = 1e-2
+    out = tmp_path_factory.mktemp("run")
+    train(cfg, corpus, Run(out, torch.device("cpu"), progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def m(run_dir):
+    return textebm.load(run_dir)
+
+
+def _train_sentences(corpus, n):
+    return [" ".join(s) for s in corpus.train[:n]]
+
+
+def test_load_is_eval_and_matches_run(m, run_dir):
+    assert not m.model.training
+    assert len(m.vocab) == m.config.decoder.vocab_size
+    assert m.step == 300 and m.run_dir == run_dir
+    assert textebm.load(run_dir / "checkpoint.pt").step == 300  # the file path works too
+
+
+def test_sample_is_deterministic_for_a_seed(m):
+    a = m.sample(8, steps=30, seed=3)
+    assert a == m.sample(8, steps=30, seed=3)
+    assert a != m.sample(8, steps=30, seed=4)
+    assert m.sample(4, steps=30, seed=3, decode="greedy") == m.sample(4, steps=30, seed=3,
+                                                                       decode="greedy")
+    assert all(isinstance(s, str) for s in a)
+
+
+def test_sample_chains_shapes_and_energy(m):
+    s = m.sample_chains(6, steps=10, seed=1)
+    assert s.z.shape == (6, 32) and s.energy.shape == (6,) and s.ids.shape[0] == 6
+    with torch.no_grad():
+        torch.testing.assert_close(s.energy, m.model.energy(s.z))
+    assert s.sentences == m.decode(s.ids)
+    assert (s.steps, s.step_size) == (10, m.config.langevin.s0)
+
+
+def test_json_output_fields_and_energy(m, run_dir):
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "--num", "5", "--seed", "7",
+                            "--steps", "20", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 5 and all(set(row) == {"sentence", "energy", "z_norm"} for row in rows)
+    s = m.sample_chains(5, steps=20, seed=7)
+    with torch.no_grad():
+        energy = m.model.energy(s.z)  # E(z) = -f(z), recomputed from the same chains
+    torch.testing.assert_close(torch.tensor([row["energy"] for row in rows]), energy)
+    torch.testing.assert_close(torch.tensor([row["z_norm"] for row in rows]), s.z.norm(dim=-1))
+    assert [row["sentence"] for row in rows] == s.sentences
+
+
+def test_trace_starts_at_gaussian_draw_and_ends_at_sample(m):
+    s = m.sample_chains(6, steps=30, seed=11, trace_at=(0, 10, 30), profile=True)
+    assert [tp.step for tp in s.trace] == [0, 10, 30]
+    z0 = torch.randn(6, 32, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(s.trace[0].z, z0)                     # step 0 is the N(0, I) draw
+    assert torch.equal(s.trace[-1].z, s.z) and s.trace[-1].sentences == s.sentences
+    assert s.sentences == m.sample(6, steps=30, seed=11)     # tracing does not change the chain
+    assert s.profile.shape == (31, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(s.profile[0], m.model.energy(z0))
+        torch.testing.assert_close(s.profile[10], m.model.energy(s.trace[1].z))
+    assert not torch.equal(s.trace[1].z, z0)
+
+
+def test_sample_health_measure():
+    h = sample_health(["the the the .", "a b c", "", "x"])
+    assert h["nonempty"] == 0.75 and h["not_repetitive"] == 0.25 and h["mean_len"] == 2.0
+
+
+def test_long_run_samples_stay_sentences(m):
+    s = m.sample_chains(200, steps=2500, seed=0)
+    assert torch.isfinite(s.z).all() and torch.isfinite(s.energy).all()
+    assert s.z.norm(dim=-1).max() < 20  # the chain neither explodes nor runs off
+    h = sample_health(s.sentences)
+    print("long-run (K=2500) sample health:", h)
+    assert h["nonempty"] >= 0.95 and h["not_repetitive"] >= 0.9 and h["distinct"] >= 0.9
+
+
+def test_reconstruction_beats_random_z(m, corpus):
+    sents = _train_sentences(corpus, 400)
+    r = m.reconstruct(sents, seed=0)
+    assert len(r.sentences) == 400 and r.n_unk == 0 and r.tokens == sum(len(s.split()) + 1
+                                                                         for s in sents)
+    enc = m.encode(sents)
+    z_rand = torch.randn(400, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        hyp = m.model.decoder.generate(z_rand, max_len=50, greedy=True)
+        nll_rand = -sum(float(m.model.decoder.log_prob(frame([ids]), z_rand[i:i + 1]))
+                        for i, ids in enumerate(enc.ids)) / r.tokens
+    acc_rand, _ = token_accuracy(enc.ids, hyp)
+    print(f"reconstruction accuracy {r.token_accuracy:.4f} vs random z {acc_rand:.4f}; "
+          f"NLL/token {r.nll_per_token:.4f} vs {nll_rand:.4f}")
+    assert r.token_accuracy > acc_rand
+    assert r.nll_per_token < nll_rand
+
+
+def test_interpolation_endpoints_are_reconstructions(m, corpus):
+    a, b = _train_sentences(corpus, 2)
+    rec = m.reconstruct([a, b], seed=5)
+    it = m.interpolate(a, b, points=6, seed=5)
+    assert it.z.shape == (6, 32) and len(it.sentences) == 6
+    assert torch.equal(it.z[0], rec.z[0]) and torch.equal(it.z[-1], rec.z[1])
+    assert it.sentences[0] == rec.sentences[0] and it.sentences[-1] == rec.sentences[1]
+    torch.testing.assert_close(it.z[3] - it.z[2], it.z[2] - it.z[1])  # a straight line
+
+
+def test_log_joint_agrees_with_model(m, corpus):
+    sents = _train_sentences(corpus, 11)
+    z = torch.randn(11, 32, generator=torch.Generator().manual_seed(2))
+    m.batch_size = 4  # several chunks, sorted by length, put back in input order
+    try:
+        got = m.log_joint(sents, z)
+    finally:
+        m.batch_size = 256
+    enc = m.encode(sents)
+    with torch.no_grad():
+        want = m.model.log_joint(frame(enc.ids), z)
+        one_by_one = torch.cat([m.model.log_joint(frame([ids]), z[i:i + 1])
+                                for i, ids in enumerate(enc.ids)])
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got, one_by_one, atol=1e-4, rtol=1e-5)
+
+
+def test_infer_is_seeded_and_ordered(m, corpus):
+    sents = _train_sentences(corpus, 5)
+    z = m.infer(sents, seed=0)
+    assert z.shape == (5, 32) and torch.equal(z, m.infer(sents, seed=0))
+    assert not torch.equal(z, m.infer(sents, seed=1))
+
+
+def test_unknown_words_map_to_unk_and_are_counted(m):
+    enc = m.encode(["the zorblax chef qqq", ["the", "chef"]])
+    assert enc.n_unk == 2 and set(enc.unknown) == {"zorblax", "qqq"}
+    assert enc.ids[0][1] == UNK_ID and enc.ids[0][3] == UNK_ID
+    with pytest.raises(ValueError):
+        m.encode(["the chef", "   "])
+
+
+def test_cli_trace_plot_reconstruct_interpolate(run_dir, corpus, tmp_path):
+    png = tmp_path / "profile.png"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "-n", "3", "--seed", "1",
+                            "--trace", "0,5,20", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("# chain") == 3 and r.stdout.count("[step    20]") == 3
+    assert "step     5" in r.stderr and png.stat().st_size > 1000
+
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_train_sentences(corpus, 3) + ["", "the zorblax chef ."]) + "\n")
+    r = runner.invoke(app, ["reconstruct", "--checkpoint", str(run_dir), "--input", str(inp)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("\n> ") + r.stdout.startswith("> ") == 4
+    assert "token accuracy" in r.stdout and "1 <unk>" in r.stdout and "zorblax" in r.stderr
+
+    a, b = _train_sentences(corpus, 2)
+    r = runner.invoke(app, ["interpolate", "--checkpoint", str(run_dir), a, b, "--points", "4"])
+    assert r.exit_code == 0, r.output
+    assert [line.split()[0] for line in r.stdout.splitlines()] == \
+        ["t=0.00", "t=0.33", "t=0.67", "t=1.00"]
+
+
+def _broken_copy(run_dir: Path, tmp_path: Path) -> Path:
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    return bad
+
+
+def _one_line_error(r):
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.output
+    return lines[0]
+
+
+def test_cli_corrupt_checkpoint_is_one_line_no_traceback(run_dir, tmp_path):
+    bad = _broken_copy(run_dir, tmp_path)
+    (bad / "checkpoint.pt").write_bytes(b"\x00garbage\xff" * 100)
+    # A real process, so a traceback would show on stderr.
+    p = subprocess.run([sys.executable, "-m", "cli", "sample", "--checkpoint", str(bad)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "corrupted" in lines[0]
+
+
+def test_cli_missing_checkpoint(run_dir, tmp_path, monkeypatch):
+    assert "no run folder" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(tmp_path / "nope")]))
+    bad = _broken_copy(run_dir, tmp_path)
+    (bad / "checkpoint.pt").unlink()
+    assert "no checkpoint" in _one_line_error(
+        runner.invoke(app, ["interpolate", "--checkpoint", str(bad), "a", "b"]))
+    monkeypatch.setenv("TEXTEBM_RUNS", str(tmp_path / "no-runs"))
+    assert "no run recorded" in _one_line_error(runner.invoke(app, ["sample"]))
+
+
+def test_cli_vocab_mismatch(run_dir, tmp_path):
+    bad = _broken_copy(run_dir, tmp_path)
+    with open(bad / "vocab.txt", "a") as f:
+        f.write("extraword\n")
+    assert "vocabulary" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(bad)]))
+    # Same size in vocab.txt and config.json, but not the size the weights were trained with.
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["decoder"]["vocab_size"] += 1
+    (bad / "config.json").write_text(json.dumps(cfg))
+    assert "do not match" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(bad)]))
+
+
+def test_cli_bad_input(run_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert "empty" in _one_line_error(
+        runner.invoke(app, ["reconstruct", "--checkpoint", str(run_dir), "--input", str(empty)]))
+    assert "--trace" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "--trace", "0,x"]))
+    assert "decode" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "--decode", "beam"]))
+    assert "trace steps" in _one_line_error(
+        runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "--steps", "5",
+                            "--trace", "0,10"]))
