@@ -126,6 +126,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (0: never)."),
           save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
           data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
           max_len: int = MAX_LEN, on_long: str = ON_LONG,
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
@@ -144,18 +145,20 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1}, "prior": {"kind": prior}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
     cfg.train.train_split, cfg.train.max_len = train_split, max_len
+    cfg.validate()
     if resume:
         run_dir = resume
     else:
         run_dir = out_dir or new_run_dir(corpus)
     data = _load(corpus, data_dir, train_split, max_len, on_long)
     dev = pick_device(device)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if threads:
+        torch.set_num_threads(threads)
 
     def on_eval(ev):
         err.print(f"[cyan]step {ev['step']}[/cyan] valid recon NLL/token {ev['val_recon_nll_tok']:.3f}")
         for s in ev["samples"]:
-            err.print(f"  [dim]>[/dim] {s}", highlight=False)
+            err.print(f"  > {s}", markup=False, highlight=False)
 
     mark_latest(run_dir) if not resume else None
     err.print(f"run folder: {run_dir}")
@@ -303,6 +306,152 @@ def interpolate(a: str = typer.Argument(..., help="First sentence (t = 0)."),
     r = m.interpolate(a, b, points=points, steps=steps, seed=seed)
     for t, sent in zip(r.t.tolist(), r.sentences):
         print(f"t={t:.2f}  {sent}")
+
+# ---- evaluation: language models, forward / reverse perplexity, NLL --------------------------
+lm_app = typer.Typer(help="Language models used as evaluators (n-gram, LSTM).", no_args_is_help=True)
+app.add_typer(lm_app, name="lm")
+JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
+TEXT_FILE = dict(exists=True, dir_okay=False, help="Text, one sentence per line.")
+
+# Paper Table 2 ("ours" rows and the real-data FPPL), for the evaluate report.
+PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 181.54, 91.35),
+                "yahoo": (60.04, 80.91, 118.08, 321.18)}
+
+
+@lm_app.command("ngram")
+@friendly
+def lm_ngram(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
+             eval_file: Path = typer.Option(..., "--eval", **TEXT_FILE),
+             order: int = typer.Option(5, "--order", help="n-gram order, 1 to 6."),
+             arpa: Optional[Path] = typer.Option(None, "--arpa", help="Also write the model as ARPA."),
+             as_json: bool = JSON):
+    """Train an interpolated modified Kneser-Ney n-gram LM (lmplz-equivalent) and score a file."""
+    from lm_eval.ngram import NGramLM
+    from lm_eval.perplexity import read_samples
+    lm = NGramLM.train(read_samples(train_file), order=order)
+    r = lm.score(read_samples(eval_file))
+    if arpa:
+        lm.to_arpa(arpa)
+    res = {"ppl": r.ppl, "tokens": r.tokens, "oov": r.oov, "order": order,
+           "fallback_orders": lm.fallback_orders}
+    print(json.dumps(res)) if as_json else out.print(
+        f"ppl {r.ppl:.2f} over {r.tokens:,} scored tokens ({r.oov:,} scored as <unk>), order {order}")
+
+
+@lm_app.command("lstm")
+@friendly
+def lm_lstm(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
+            valid_file: Path = typer.Option(..., "--valid", **TEXT_FILE),
+            eval_file: Path = typer.Option(..., "--eval", **TEXT_FILE),
+            out_dir: Optional[Path] = typer.Option(None, "--out", help="Save (and resume) the LM here."),
+            max_epochs: int = typer.Option(30, "--max-epochs", help="Upper bound on epochs."),
+            size: int = typer.Option(300, "--size", help="Embedding and hidden size."),
+            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+            as_json: bool = JSON):
+    """Train a word-level LSTM LM (SGD, lr decay on plateau, early stopping) and score a file."""
+    from corpora.vocab import Vocab
+    from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, train_lstm_lm
+    from lm_eval.perplexity import read_samples
+    from textebm.device import pick_device
+    train_s = read_samples(train_file)
+    vocab = Vocab.build(train_s)
+    cfg = LSTMLMConfig(embed=size, hidden=size, max_epochs=max_epochs)
+    dev = pick_device(device)
+    model, hist = train_lstm_lm(train_s, read_samples(valid_file), vocab, cfg, dev,
+                                progress=not as_json, ckpt_dir=out_dir)
+    r = evaluate_ppl(model, read_samples(eval_file), vocab, dev)
+    res = {"ppl": r["ppl"], "tokens": r["tokens"], "oov": r["oov"], "epochs": len(hist),
+           "train_seconds": sum(h["seconds"] for h in hist)}
+    print(json.dumps(res)) if as_json else out.print(
+        f"ppl {r['ppl']:.2f} over {r['tokens']:,} scored tokens ({r['oov']:,} OOV), "
+        f"{len(hist)} epochs, {res['train_seconds']:.0f} s")
+
+
+LM_KIND = typer.Option("ngram", "--lm", help="ngram (modified Kneser-Ney) or lstm.")
+ORDER = typer.Option(5, "--order", help="n-gram order.")
+
+
+@app.command()
+@friendly
+def perplexity(samples: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                              help="Generated sentences, one per line."),
+               corpus: str = typer.Option(..., "--corpus", help="ptb, yahoo, snli, demo, a folder or a file."),
+               lm: str = LM_KIND, order: int = ORDER, data_dir: Optional[Path] = DATA_DIR,
+               device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+               as_json: bool = JSON):
+    """Forward PPL (samples under a real-text LM) and reverse PPL (test text under a samples LM)."""
+    from lm_eval.perplexity import PPLConfig, perplexities, read_samples
+    from textebm.device import pick_device
+    res = perplexities(read_samples(samples), _load(corpus, data_dir), PPLConfig(lm=lm, order=order),
+                       pick_device(device), progress=not as_json)
+    if as_json:
+        print(json.dumps({k: res[k] for k in ("fppl", "rppl", "real_fppl", "lm", "samples", "tokens",
+                                               "oov")} | {"settings": res}))
+        return
+    setting = f"order {order}" if lm == "ngram" else "LSTM 300/300"
+    out.print(f"forward PPL {res['fppl']:.2f} ({res['tokens']['fppl']:,} tokens)   "
+              f"reverse PPL {res['rppl']:.2f} ({res['tokens']['rppl']:,} tokens)   "
+              f"real-data FPPL {res['real_fppl']:.2f}   [{lm}, {setting}, {res['samples']:,} samples]")
+
+
+def _table2_markdown(name: str, corpus: str, res: dict) -> str:
+    head = "| model | corpus | real-data FPPL | FPPL | RPPL | NLL | LM | samples |\n|---|---|---|---|---|---|---|---|\n"
+    row = (f"| {name} | {corpus} | {res['real_fppl']:.2f} | {res['fppl']:.2f} | {res['rppl']:.2f} | "
+           f"{res['nll']['nll']:.2f} | {res['lm']} | {res['samples']:,} |\n" if res.get("nll") else
+           f"| {name} | {corpus} | {res['real_fppl']:.2f} | {res['fppl']:.2f} | {res['rppl']:.2f} | – | "
+           f"{res['lm']} | {res['samples']:,} |\n")
+    paper = PAPER_TABLE2.get(corpus)
+    if paper:
+        row += f"| paper (Pang et al. 2020) | {corpus} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} | ? | ? |\n"
+    return head + row
+
+
+@app.command()
+@friendly
+def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder (default: the latest run)."),
+             num_samples: int = typer.Option(10000, "--num-samples", help="Sentences to generate."),
+             decode: str = typer.Option("sample", "--decode", help="sample (ancestral) or greedy."),
+             lm: str = LM_KIND, order: int = ORDER,
+             nll_sentences: int = typer.Option(0, "--nll-sentences", help="Test sentences for the "
+                                               "importance-weighted NLL (0: all; -1: skip NLL)."),
+             nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
+             data_dir: Optional[Path] = DATA_DIR,
+             device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+             as_json: bool = JSON):
+    """Sample from a trained model, then FPPL, RPPL and importance-weighted NLL (paper Table 2)."""
+    from rich.progress import Progress
+    from lm_eval.nll import NLLConfig, importance_nll
+    from lm_eval.perplexity import PPLConfig, perplexities
+    from textebm.checkpoint import write_json
+    from textebm.runs import resolve
+    run_dir = resolve(checkpoint)
+    tm = _open_run(run_dir, device)
+    t = tm.config.train
+    corpus = _load(t.corpus, data_dir, t.train_split, t.max_len)
+    err.print(f"sampling {num_samples:,} sentences ({decode}, K0={tm.config.langevin.k0})")
+    s = tm.sample_chains(num_samples, decode=decode, seed=seed)
+    (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
+    samples = [x.split() for x in s.sentences if x.split()]
+    res = perplexities(samples, corpus, PPLConfig(lm=lm, order=order), tm.device, progress=not as_json)
+    res.update(decode=decode, samples_generated=num_samples, empty_samples=num_samples - len(samples),
+               run=str(run_dir), seed=seed)
+    if nll_sentences >= 0:
+        test = corpus.split("test")
+        test = test[:nll_sentences] if nll_sentences else test
+        ids = [tm.vocab.encode(x) for x in test]
+        with Progress(disable=as_json, console=err) as bar:
+            task = bar.add_task("importance-weighted NLL", total=len(ids))
+            res["nll"] = importance_nll(tm.model, ids, NLLConfig(samples=nll_samples, seed=seed),
+                                        progress=lambda n: bar.advance(task, n))
+    write_json(run_dir / "eval.json", res)
+    md = _table2_markdown(run_dir.name, t.corpus, res)
+    (run_dir / "eval.md").write_text(md)
+    if as_json:
+        print(json.dumps(res))
+    else:
+        out.print(md, markup=False, highlight=False)
+        out.print(f"wrote {run_dir / 'eval.json'}, eval.md and samples.txt")
 
 
 if __name__ == "__main__":
