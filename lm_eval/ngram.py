@@ -243,12 +243,16 @@ class NGramLM:
     # ----------------------------------------------------------------- estimation
     @classmethod
     def train(cls, sentences: Iterable[Sequence[str]], order: int = 5,
-              discount_fallback: Sequence[float] | None = DEFAULT_FALLBACK) -> "NGramLM":
+              discount_fallback: Sequence[float] | None = DEFAULT_FALLBACK,
+              vocab: Iterable[str] | None = None) -> "NGramLM":
         """Estimate an interpolated modified-KN model as `lmplz -o order [--discount_fallback]`.
 
         sentences: tokenised sentences without `<s>` / `</s>`. `discount_fallback`: (D1, D2, D3+)
         for orders whose closed-form discounts are invalid (recorded in `stats`, with a warning);
-        None raises ValueError there instead.
+        None raises ValueError there instead. `vocab`: extra words that join the vocabulary with
+        count 0, so each gets its share of the interpolated uniform mass (like `<unk>`) instead
+        of being scored as `<unk>`. Reverse perplexity uses the corpus vocabulary here, so that
+        a small sample set cannot win by sending most test words to a cheap `<unk>`.
         """
         if not 1 <= order <= MAX_ORDER:
             raise ValueError(f"order must be in 1..{MAX_ORDER}, got {order}")
@@ -259,7 +263,8 @@ class NGramLM:
         sentences = _drop_markers(sentences, seen)
         if BOS in seen or EOS in seen:
             flat = list(chain.from_iterable(sentences))
-        vocab = [UNK, BOS, EOS] + [w for w in seen if w not in (UNK, BOS, EOS)]
+        extra = [w for w in dict.fromkeys(vocab or ()) if w not in seen and w not in (UNK, BOS, EOS)]
+        vocab = [UNK, BOS, EOS] + [w for w in seen if w not in (UNK, BOS, EOS)] + extra
         word2id = {w: i for i, w in enumerate(vocab)}
         ids = np.fromiter(map(word2id.__getitem__, flat), dtype=np.int64, count=len(flat))
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))

@@ -6,7 +6,8 @@
   collapses onto few modes gets a high RPPL).
 
 LMs: `ngram` (interpolated modified Kneser-Ney, lmplz-equivalent; a degenerate sample set falls
-back to fixed discounts instead of failing; words unseen in its training text score as `<unk>`)
+back to fixed discounts instead of failing; for RPPL the corpus' training vocabulary joins the
+samples' own with count 0, so unseen test words share the uniform mass instead of one `<unk>`)
 or `lstm` (lm_eval/lstm_lm.py; vocabulary of the corpus' training split; for RPPL a held-out
 slice of the samples drives early stopping). The forward LSTM LM is cached per corpus and
 settings under the textebm cache, since it takes hours on a CPU.
@@ -89,9 +90,9 @@ def forward_lm(corpus: Corpus, cfg: PPLConfig, device="cpu", progress: bool = Tr
 def reverse_lm(samples: list[list[str]], corpus: Corpus, cfg: PPLConfig, device="cpu",
                progress: bool = True) -> _Scorer:
     """The LM trained on the samples (the RPPL judge)."""
-    if cfg.lm == "ngram":
-        return _Scorer("ngram", NGramLM.train(samples, order=cfg.order))
     vocab = Vocab.build(corpus.train)
+    if cfg.lm == "ngram":
+        return _Scorer("ngram", NGramLM.train(samples, order=cfg.order, vocab=vocab.itos[4:]))
     cut = max(1, int(round(len(samples) * cfg.heldout)))
     if len(samples) < 2 * cut:
         raise ValueError(f"{len(samples)} samples are too few for an LSTM LM; use --lm ngram")
