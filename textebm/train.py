@@ -151,7 +151,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
         restore_rng(out, payload)
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
-    metrics_f = open(out / "metrics.jsonl", "a")
+    metrics_f = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: readable live
     bar = _progress(run.progress, t.max_steps, step)
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
