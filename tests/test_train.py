@@ -95,3 +95,27 @@ def test_short_demo_run_lowers_validation_nll(demo, tmp_path):
     after = evals[-1]["val_recon_nll_tok"]
     assert before > 5.0            # about log(293): uniform over the demo vocabulary
     assert after < before - 1.5, (before, after)
+
+
+def test_ctrl_c_saves_a_whole_step_and_resume_matches(demo, tmp_path, monkeypatch):
+    import signal
+
+    real = train_mod.train_step
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C arrives in the middle of iteration 3
+            signal.raise_signal(signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(small_cfg(6, save_every=100), demo, tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b")["step"] == 3     # iteration 3 completed, then saved
+    monkeypatch.setattr(train_mod, "train_step", real)
+    run(small_cfg(6, save_every=100), demo, tmp_path / "b", resume=True)
+    run(small_cfg(6, save_every=100), demo, tmp_path / "a")
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

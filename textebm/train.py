@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +158,11 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
     t0, tokens_seen = time.time(), 0
+    stop = _StopOnInterrupt()
     try:
         while step < t.max_steps:
+            if stop.requested:
+                raise KeyboardInterrupt
             epoch, pos = divmod(step, len(batches))
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: batches.indices(epoch)}
@@ -191,6 +196,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
         save_checkpoint(out, model, opts, step)  # nothing lost: resume continues from here
         raise
     finally:
+        stop.restore()
         metrics_f.close()
         if bar:
             bar.close()
@@ -200,6 +206,29 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
                "last_eval": last_eval, "seconds": time.time() - t0}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+class _StopOnInterrupt:
+    """Ctrl-C finishes the current iteration first, so the saved state is a whole step.
+
+    (An interrupt between the decoder and prior updates would otherwise save a half step and
+    break the bit-for-bit resume.) A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class _Bar:
