@@ -127,6 +127,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
           threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+          tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="word, or spm (sentencepiece "
+                                                  "pieces learned on the training split)."),
+          vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="spm: number of pieces "
+                                                   "(default 8000); word: largest vocabulary kept."),
           data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
           max_len: int = MAX_LEN, on_long: str = ON_LONG,
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
@@ -141,7 +145,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     cfg = override(for_corpus(corpus), _toml(config))
     cli = {"train": {"max_steps": max_steps, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
-                     "eval_every": eval_every, "save_every": save_every},
+                     "eval_every": eval_every, "save_every": save_every,
+                     "tokenizer": tokenizer, "vocab_size": vocab_size},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1}, "prior": {"kind": prior}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
     cfg.train.train_split, cfg.train.max_len = train_split, max_len

@@ -77,3 +77,17 @@ class SubwordTokenizer:
     def decode(self, pieces: Sequence[str]) -> list[str]:
         """Words of a piece list (the inverse of `encode`)."""
         return self.sp.decode_pieces(list(pieces)).split() if pieces else []
+
+
+SPM_MODEL = "spm.model"   # where a run folder keeps its subword model
+
+
+def run_tokenizer(run_dir: str | Path) -> "SubwordTokenizer | None":
+    """The subword model of a run folder, or None for a word-level run."""
+    path = Path(run_dir) / SPM_MODEL
+    return SubwordTokenizer.load(path) if path.is_file() else None
+
+
+def to_units(sentences: Sequence[Sequence[str]], tokenizer: "SubwordTokenizer | None") -> list:
+    """Token lists as the model's units: pieces with a tokenizer, the words themselves without."""
+    return [tokenizer.encode(s) for s in sentences] if tokenizer else list(sentences)

@@ -38,3 +38,19 @@ def test_train_rejects_bad_options_in_one_line(tmp_path):
     bad.write_text("[train]\nnot_a_key = 1\n")
     r = runner.invoke(app, ["train", "demo", "--config", str(bad), *TINY])
     assert r.exit_code == 2 and "not_a_key" in r.output
+
+
+def test_train_on_sentencepiece_units_and_sample_words(tmp_path, monkeypatch):
+    import textebm
+
+    r = runner.invoke(app, ["train", "demo", "--tokenizer", "spm", "--vocab-size", "200",
+                            "--out", str(tmp_path / "spm"), *TINY])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "spm"
+    assert (run / "spm.model").is_file()
+    vocab = (run / "vocab.txt").read_text().split("\n")
+    assert any(w.startswith("\u2581") for w in vocab)          # the model's units are pieces
+    m = textebm.load(run)
+    assert m.encode(["the chef baked a cake ."]).n_unk == 0      # words -> pieces on the way in
+    for s in m.sample(5, seed=0, max_len=30):                     # pieces -> words on the way out
+        assert "\u2581" not in s

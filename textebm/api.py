@@ -23,6 +23,7 @@ import torch
 
 from corpora.batching import frame, scored_tokens
 from corpora.preprocess import normalise
+from corpora.subword import run_tokenizer
 from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
 from textebm.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, load_run_files
 from textebm.config import RunConfig
@@ -141,6 +142,8 @@ class TextEBM:
                  run_dir: Path | None = None, step: int | None = None, batch_size: int = 256):
         self.model, self.vocab, self.config = model.eval(), vocab, config
         self.run_dir, self.step, self.batch_size = run_dir, step, batch_size
+        # Runs trained on subword pieces keep their sentencepiece model beside the vocabulary.
+        self.tokenizer = run_tokenizer(run_dir) if run_dir is not None else None
 
     @property
     def device(self) -> torch.device:
@@ -163,6 +166,8 @@ class TextEBM:
             toks = normalise(s.split(), corpus) if isinstance(s, str) else list(s)
             if not toks:
                 raise ValueError(f"sentence {i + 1} is empty")
+            if self.tokenizer is not None:
+                toks = self.tokenizer.encode(toks)
             unknown.update(w for w in toks if w not in self.vocab and w != UNK)
             ids.append(self.vocab.encode(toks))
         if not ids:
@@ -171,7 +176,8 @@ class TextEBM:
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """ids: (n, L) -> strings, cut at `</s>`."""
-        return [" ".join(self.vocab.decode(row)) for row in ids.tolist()]
+        units = [self.vocab.decode(row) for row in ids.tolist()]
+        return [" ".join(self.tokenizer.decode(u) if self.tokenizer else u) for u in units]
 
     def _chunks(self, ids: list[list[int]]):
         """Yield (positions, x) with x: (b, T) framed, sorted by length to keep padding small."""

@@ -89,6 +89,8 @@ class RunConfig:
             raise ValueError("Langevin steps must be >= 0 and step sizes > 0")
         if t.batch_size < 1 or t.max_steps < 0:
             raise ValueError("batch size must be >= 1 and max steps >= 0")
+        if t.tokenizer not in ("word", "spm"):
+            raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
         if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1:
             raise ValueError("learning rates must be >= 0 and dropout in [0, 1)")
         return self

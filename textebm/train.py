@@ -23,6 +23,7 @@ import torch
 
 from corpora.batching import Batches, frame, scored_tokens
 from corpora.registry import Corpus
+from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
@@ -98,12 +99,14 @@ def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
     return total / tokens
 
 
-def show_samples(model: LatentEBM, vocab: Vocab, n: int, seed: int) -> list[str]:
+def show_samples(model: LatentEBM, vocab: Vocab, n: int, seed: int,
+                 tokenizer: SubwordTokenizer | None = None) -> list[str]:
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     z, _ = model.sample_prior(n, generator=gen)
     ids = model.decoder.generate(z, generator=gen)
-    return [" ".join(vocab.decode(row.tolist())) for row in ids]
+    units = [vocab.decode(row.tolist()) for row in ids]
+    return [" ".join(tokenizer.decode(u) if tokenizer else u) for u in units]
 
 
 @dataclass
@@ -132,15 +135,20 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
         saved_cfg.train.max_steps = t.max_steps  # the one setting a resume may extend
         cfg = saved_cfg
         t = cfg.train
+        tokenizer = run_tokenizer(out)
     else:
         seed_everything(t.seed)
-        vocab = Vocab.build(corpus.train, max_size=t.vocab_size, min_count=t.min_count)
+        # Subword units (--tokenizer spm) are learned on the training split, like the vocabulary.
+        tokenizer = SubwordTokenizer.train(corpus.train, t.vocab_size or 8000, out / "spm") \
+            if t.tokenizer == "spm" else None
+        vocab = Vocab.build(to_units(corpus.train, tokenizer),
+                            max_size=None if tokenizer else t.vocab_size, min_count=t.min_count)
         cfg.decoder.vocab_size = len(vocab)
         save_run_files(out, cfg, vocab)
 
-    train_ids = [vocab.encode(s) for s in corpus.train]
-    valid_ids = [vocab.encode(s) for s in corpus.split("valid")[: t.eval_sentences]] \
-        if corpus.has("valid") else []
+    train_ids = [vocab.encode(s) for s in to_units(corpus.train, tokenizer)]
+    valid = corpus.split("valid")[: t.eval_sentences] if corpus.has("valid") else []
+    valid_ids = [vocab.encode(s) for s in to_units(valid, tokenizer)]
     model = build_model(cfg).to(run.device)
     opts = make_optimizers(model, cfg)
     step = 0
@@ -185,7 +193,8 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
                 last_eval = {"step": step, "kind": "eval",
                              "val_recon_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1),
-                             "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2)}
+                             "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2,
+                                                     tokenizer)}
                 metrics_f.write(json.dumps(last_eval) + "\n")
                 metrics_f.flush()
                 if on_eval:
