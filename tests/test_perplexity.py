@@ -69,3 +69,24 @@ def test_perplexity_cli_json(tmp_path, demo):
     assert res["lm"] == "ngram" and res["samples"] == 500 and res["fppl"] > 1
     r = CliRunner().invoke(app, ["perplexity", str(tmp_path / "missing.txt"), "--corpus", "demo"])
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+def test_lstm_perplexities_and_forward_lm_cache(tmp_path, monkeypatch):
+    from lm_eval.lstm_lm import LSTMLMConfig
+
+    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "small"
+    folder.mkdir()
+    demo = load_corpus("demo")
+    for split, n in (("train", 600), ("valid", 100), ("test", 100)):
+        (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
+    corpus = load_corpus(str(folder))
+    cfg = PPLConfig(lm="lstm", lstm=LSTMLMConfig(embed=16, hidden=16, max_epochs=2, batch_size=32))
+    real = demo.split("valid")[100:300]
+    res = perplexities(real, corpus, cfg, progress=False)
+    assert res["lm"] == "lstm" and res["tokens"]["fppl"] == sum(len(s) + 1 for s in real)
+    assert 1 < res["fppl"] < 289 and 1 < res["rppl"] < 289     # better than uniform over the vocabulary
+    cached = list((tmp_path / "cache" / "lm").glob("small-lstm-*/done"))
+    assert len(cached) == 1
+    again = perplexities(real, corpus, cfg, progress=False)     # the forward LM comes from the cache
+    assert again["fppl"] == res["fppl"] and again["real_fppl"] == res["real_fppl"]
