@@ -34,7 +34,7 @@ RENAMED_UNK = "UNKWORD"
 
 
 def default_split(split: str) -> Path:
-    base = Path(os.environ.get("TEXTEBM_DATA", "/work/shared/data"))
+    base = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
     return base / "ptb" / f"ptb.{split}.txt"
 
 
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--order", type=int, default=5, help="n-gram order, 1..6 (default 5)")
     ap.add_argument("--train", type=Path, default=None,
                     help="training text, one sentence a line (default: PTB train from $TEXTEBM_DATA"
-                         " or /work/shared/data)")
+                         " or ../shared/data)")
     ap.add_argument("--test", type=Path, default=None, help="test text (default: PTB test)")
     ap.add_argument("--unk-as-word", action="store_true",
                     help="rename PTB's <unk> to UNKWORD on both sides (as lmplz must see it)")

@@ -19,7 +19,7 @@ from cli import app
 from corpora import CorpusError, registry
 from corpora.registry import PTB_SHA256, load_corpus
 
-DATA = Path(os.environ.get("TEXTEBM_DATA") or "/work/shared/data")
+DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 need_ptb = pytest.mark.skipif(not (DATA / "ptb" / "ptb.train.txt").is_file(), reason=f"no PTB in {DATA}")
 need_yahoo = pytest.mark.skipif(not (DATA / "yahoo" / "yahoo.valid.txt").is_file(), reason=f"no Yahoo in {DATA}")
 TEXTEBM = Path(sys.executable).parent / "textebm"

@@ -1,7 +1,7 @@
 """Corpora: standard counts of the real corpora, normalisation, Vocab, Batches, the registry's
 search order, custom folders and files, and the optional sentencepiece tokenizer.
 
-The real corpora are read from $TEXTEBM_DATA or /work/shared/data (never copied into the repo);
+The real corpora are read from $TEXTEBM_DATA or ../shared/data (never copied into the repo);
 tests that need them are skipped where that folder is absent.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from corpora.stats import corpus_stats
 from corpora.subword import SubwordTokenizer
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, UNK_ID, Vocab
 
-DATA = Path(os.environ.get("TEXTEBM_DATA") or "/work/shared/data")
+DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 need_ptb = pytest.mark.skipif(not (DATA / "ptb" / "ptb.train.txt").is_file(), reason=f"no PTB in {DATA}")
 need_yahoo = pytest.mark.skipif(not (DATA / "yahoo" / "yahoo.valid.txt").is_file(), reason=f"no Yahoo in {DATA}")
 need_snli = pytest.mark.skipif(not (DATA / "snli" / "test.txt").is_file(), reason=f"no SNLI in {DATA}")

@@ -322,7 +322,7 @@ def find_lmplz() -> str | None:
 
 
 def ptb_dir() -> Path:
-    return Path(os.environ.get("TEXTEBM_DATA", "/work/shared/data")) / "ptb"
+    return Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "ptb"
 
 
 def run_lmplz(lmplz: str, sents: list[list[str]], order: int, tmp: Path,
