@@ -161,7 +161,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         torch.set_num_threads(threads)
 
     def on_eval(ev):
-        err.print(f"[cyan]step {ev['step']}[/cyan] valid recon NLL/token {ev['val_recon_nll_tok']:.3f}")
+        err.print(f"[cyan]step {ev['step']}[/cyan] valid NLL/token at posterior z "
+                  f"{ev['val_recon_nll_tok']:.3f}, at random z {ev['val_random_z_nll_tok']:.3f}")
         for s in ev["samples"]:
             err.print(f"  > {s}", markup=False, highlight=False)
 

@@ -95,6 +95,9 @@ def test_short_demo_run_lowers_validation_nll(demo, tmp_path):
     after = evals[-1]["val_recon_nll_tok"]
     assert before > 5.0            # about log(293): uniform over the demo vocabulary
     assert after < before - 1.5, (before, after)
+    # The latent-use diagnostic is logged beside it: z from N(0, I) cannot beat z from p(z|x)
+    # by more than chain noise.
+    assert evals[-1]["val_random_z_nll_tok"] > after - 0.02
 
 
 def test_ctrl_c_saves_a_whole_step_and_resume_matches(demo, tmp_path, monkeypatch):

@@ -35,7 +35,10 @@ def plot_curves(metrics: Path, png: Path) -> Path:
     ax[0].plot(xs, _smooth([m["nll_tok"] for m in steps], w), label="train (z+ from posterior)")
     if evals:
         ax[0].plot([e["step"] for e in evals], [e["val_recon_nll_tok"] for e in evals], "o-",
-                   label="valid reconstruction")
+                   label="valid, z from posterior")
+        if "val_random_z_nll_tok" in evals[0]:
+            ax[0].plot([e["step"] for e in evals], [e["val_random_z_nll_tok"] for e in evals],
+                       "x--", label="valid, z ~ N(0, I)")
     ax[0].set(title="decoder NLL per token (nats)", xlabel="step")
     ax[0].legend()
     if "gap" in steps[0]:

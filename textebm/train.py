@@ -28,6 +28,7 @@ from corpora.vocab import Vocab
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
 from textebm.config import RunConfig
+from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
 
@@ -85,14 +86,21 @@ def _frame_all(sents: list[list[int]], batch_size: int):
 
 
 def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
-                       batch_size: int = 128) -> float:
-    """Nats per scored token of -log p(x|z+) with z+ from the posterior chain (fixed seed)."""
+                       batch_size: int = 128, infer: bool = True) -> float:
+    """Nats per scored token of -log p(x|z+) with z+ from the posterior chain (fixed seed).
+
+    With `infer=False`, z is drawn from N(0, I) instead: the gap between the two is how much the
+    decoder uses z (0 means the latent is ignored, as in posterior collapse).
+    """
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     total, tokens = 0.0, 0
     for x in _frame_all(sents, batch_size):
         x = x.to(model.device)
-        z, _ = model.infer(x, generator=gen)
+        if infer:
+            z, _ = model.infer(x, generator=gen)
+        else:
+            z = init_z(x.size(0), model.latent_dim, model.device, gen, model.dtype)
         with torch.no_grad():
             total -= model.decoder.log_prob(x, z).sum().item()
         tokens += int(scored_tokens(x).sum())
@@ -193,6 +201,8 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
                 last_eval = {"step": step, "kind": "eval",
                              "val_recon_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1),
+                             "val_random_z_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1,
+                                                                        infer=False),
                              "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2,
                                                      tokenizer)}
                 metrics_f.write(json.dumps(last_eval) + "\n")
