@@ -122,3 +122,12 @@ def test_ctrl_c_saves_a_whole_step_and_resume_matches(demo, tmp_path, monkeypatc
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_resuming_a_finished_run_is_a_no_op(demo, tmp_path):
+    run(small_cfg(2), demo, tmp_path)
+    before = load_checkpoint(tmp_path)["model"]
+    summary = run(small_cfg(2), demo, tmp_path, resume=True)
+    assert summary["step"] == 2 and summary["final_train_nll_tok"] is None
+    after = load_checkpoint(tmp_path)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)

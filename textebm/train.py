@@ -173,6 +173,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
     bar = _progress(run.progress, t.max_steps, step)
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
+    m: dict = {}
     t0, tokens_seen = time.time(), 0
     stop = _StopOnInterrupt()
     try:
@@ -221,7 +222,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             bar.close()
     save_checkpoint(out, model, opts, step)
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
-               "final_train_nll_tok": m["nll_tok"] if t.max_steps else None,
+               "final_train_nll_tok": m.get("nll_tok"),
                "last_eval": last_eval, "seconds": time.time() - t0}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
