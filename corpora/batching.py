@@ -46,6 +46,14 @@ def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in order]
 
 
+def by_length(data: Sequence[Sequence[int]], batch_size: int) -> Iterator[np.ndarray]:
+    """Index arrays over `data` in length order, `batch_size` at a time: every item once, little
+    padding, no randomness (for evaluation, inference and scoring)."""
+    order = np.argsort([len(s) for s in data], kind="stable")
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
 @dataclass
 class Batches:
     """Iterate framed batches of `data` (lists of word ids) for one epoch at a time.

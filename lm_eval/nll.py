@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from corpora.batching import frame, scored_tokens
+from corpora.batching import by_length, frame
 from textebm.model import LatentEBM
 
 LOG_2PI = math.log(2 * math.pi)
@@ -91,10 +90,9 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     model.eval()
     log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
-    order = np.argsort([len(s) for s in ids], kind="stable")
     total, tokens = 0.0, 0
-    for i in range(0, len(order), cfg.batch_size):
-        batch = [ids[j] for j in order[i:i + cfg.batch_size]]
+    for ix in by_length(ids, cfg.batch_size):
+        batch = [ids[j] for j in ix]
         total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
         tokens += sum(len(s) + 1 for s in batch)
         if progress:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from corpora.batching import frame, scored_tokens
+from corpora.batching import by_length, frame, scored_tokens
 from corpora.preprocess import normalise
 from corpora.subword import run_tokenizer
 from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
@@ -181,9 +180,7 @@ class TextEBM:
 
     def _chunks(self, ids: list[list[int]]):
         """Yield (positions, x) with x: (b, T) framed, sorted by length to keep padding small."""
-        order = np.argsort([len(s) for s in ids], kind="stable")
-        for i in range(0, len(order), self.batch_size):
-            pos = order[i:i + self.batch_size]
+        for pos in by_length(ids, self.batch_size):
             yield torch.from_numpy(pos), frame([ids[j] for j in pos]).to(self.device)
 
     # ---- prior samples ------------------------------------------------------------------

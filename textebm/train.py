@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corpora.batching import Batches, frame, scored_tokens
+from corpora.batching import Batches, by_length, frame, scored_tokens
 from corpora.registry import Corpus
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
@@ -78,13 +78,6 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig) ->
     return out
 
 
-@torch.no_grad()
-def _frame_all(sents: list[list[int]], batch_size: int):
-    order = np.argsort([len(s) for s in sents], kind="stable")
-    for i in range(0, len(order), batch_size):
-        yield frame([sents[j] for j in order[i:i + batch_size]])
-
-
 def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
                        batch_size: int = 128, infer: bool = True) -> float:
     """Nats per scored token of -log p(x|z+) with z+ from the posterior chain (fixed seed).
@@ -95,8 +88,8 @@ def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     total, tokens = 0.0, 0
-    for x in _frame_all(sents, batch_size):
-        x = x.to(model.device)
+    for ix in by_length(sents, batch_size):
+        x = frame([sents[j] for j in ix]).to(model.device)
         if infer:
             z, _ = model.infer(x, generator=gen)
         else:
