@@ -118,6 +118,18 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
           k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (paper 20)."),
           s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
+          posterior: Optional[str] = typer.Option(None, "--posterior", help="Posterior-chain preset: "
+                                                  "paper (Table 5: K1=20, s1=0.1 from N(0,I)), sri, "
+                                                  "or the project default; options below override it."),
+          s1_schedule: Optional[str] = typer.Option(None, "--s1-schedule", help="Posterior step sizes "
+                                                    "per step, e.g. 0.8,0.5,0.2,0.1 (the last repeats); "
+                                                    "'none' for a constant --s1."),
+          noise0: Optional[float] = typer.Option(None, "--noise0", help="Prior chain noise scale (1: Langevin)."),
+          noise1: Optional[float] = typer.Option(None, "--noise1", help="Posterior chain noise scale "
+                                                 "(1: Langevin; <1 a colder posterior; 0 gradient descent)."),
+          posterior_init: Optional[str] = typer.Option(None, "--posterior-init", help="Where the posterior "
+                                                       "chain starts: noise (N(0,I)), persistent (the "
+                                                       "sentence's last z+) or encoder (amortized guess)."),
           prior: Optional[str] = typer.Option(None, "--prior", help="ebm (learned) or gaussian (fixed N(0,I) baseline)."),
           lr_prior: Optional[float] = typer.Option(None, "--lr-prior", help="Adam learning rate of the EBM."),
           lr_decoder: Optional[float] = typer.Option(None, "--lr-decoder", help="Adam learning rate of the decoder."),
@@ -142,12 +154,19 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     from textebm.runs import mark_latest, new_run_dir
     from textebm.train import Run, train as run_train
 
-    cfg = override(for_corpus(corpus), _toml(config))
+    from textebm.config import apply_posterior_preset, parse_schedule
+    cfg = for_corpus(corpus)
+    if posterior:
+        apply_posterior_preset(cfg, posterior)
+    cfg = override(cfg, _toml(config))
     cli = {"train": {"max_steps": max_steps, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size},
-           "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1}, "prior": {"kind": prior}}
+           "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
+                        "init1": posterior_init,
+                        "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
+           "prior": {"kind": prior}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
     cfg.train.train_split, cfg.train.max_len = train_split, max_len
     cfg.validate()
@@ -162,7 +181,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
 
     def on_eval(ev):
         err.print(f"[cyan]step {ev['step']}[/cyan] valid NLL/token at posterior z "
-                  f"{ev['val_recon_nll_tok']:.3f}, at random z {ev['val_random_z_nll_tok']:.3f}")
+                  f"{ev['val_recon_nll_tok']:.3f}, at random z {ev['val_random_z_nll_tok']:.3f} "
+                  f"(latent gap {ev['val_gap']:.3f}; {ev['active_units']} active units, "
+                  f"I(x;z) {ev['mutual_info']:.2f} nats)")
         for s in ev["samples"]:
             err.print(f"  > {s}", markup=False, highlight=False)
 
@@ -319,11 +340,6 @@ app.add_typer(lm_app, name="lm")
 JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
 TEXT_FILE = dict(exists=True, dir_okay=False, help="Text, one sentence per line.")
 
-# Paper Table 2 ("ours" rows and the real-data FPPL), for the evaluate report.
-PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 181.54, 91.35),
-                "yahoo": (60.04, 80.91, 118.08, 321.18)}
-
-
 @lm_app.command("ngram")
 @friendly
 def lm_ngram(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
@@ -400,18 +416,6 @@ def perplexity(samples: Path = typer.Argument(..., exists=True, dir_okay=False,
               f"real-data FPPL {res['real_fppl']:.2f}   [{lm}, {setting}, {res['samples']:,} samples]")
 
 
-def _table2_markdown(name: str, corpus: str, res: dict) -> str:
-    head = "| model | corpus | real-data FPPL | FPPL | RPPL | NLL | LM | samples |\n|---|---|---|---|---|---|---|---|\n"
-    row = (f"| {name} | {corpus} | {res['real_fppl']:.2f} | {res['fppl']:.2f} | {res['rppl']:.2f} | "
-           f"{res['nll']['nll']:.2f} | {res['lm']} | {res['samples']:,} |\n" if res.get("nll") else
-           f"| {name} | {corpus} | {res['real_fppl']:.2f} | {res['fppl']:.2f} | {res['rppl']:.2f} | – | "
-           f"{res['lm']} | {res['samples']:,} |\n")
-    paper = PAPER_TABLE2.get(corpus)
-    if paper:
-        row += f"| paper (Pang et al. 2020) | {corpus} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} | ? | ? |\n"
-    return head + row
-
-
 @app.command()
 @friendly
 def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder (default: the latest run)."),
@@ -421,42 +425,37 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              nll_sentences: int = typer.Option(0, "--nll-sentences", help="Test sentences for the "
                                                "importance-weighted NLL (0: all; -1: skip NLL)."),
              nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
+             diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
+                                                "latent diagnostics (0: skip them)."),
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
              as_json: bool = JSON):
-    """Sample from a trained model, then FPPL, RPPL and importance-weighted NLL (paper Table 2)."""
+    """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
+    the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks)."""
     from rich.progress import Progress
-    from lm_eval.nll import NLLConfig, importance_nll
-    from lm_eval.perplexity import PPLConfig, perplexities
-    from textebm.checkpoint import write_json
+    from textebm.evaluate import EvalConfig, evaluate_run
     from textebm.runs import resolve
     run_dir = resolve(checkpoint)
     tm = _open_run(run_dir, device)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len)
-    err.print(f"sampling {num_samples:,} sentences ({decode}, K0={tm.config.langevin.k0})")
-    s = tm.sample_chains(num_samples, decode=decode, seed=seed)
-    (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
-    samples = [x.split() for x in s.sentences if x.split()]
-    res = perplexities(samples, corpus, PPLConfig(lm=lm, order=order), tm.device, progress=not as_json)
-    res.update(decode=decode, samples_generated=num_samples, empty_samples=num_samples - len(samples),
-               run=str(run_dir), seed=seed)
-    if nll_sentences >= 0:
-        test = corpus.split("test")
-        test = test[:nll_sentences] if nll_sentences else test
-        ids = [tm.vocab.encode(x) for x in test]
-        with Progress(disable=as_json, console=err) as bar:
-            task = bar.add_task("importance-weighted NLL", total=len(ids))
-            res["nll"] = importance_nll(tm.model, ids, NLLConfig(samples=nll_samples, seed=seed),
-                                        progress=lambda n: bar.advance(task, n))
-    write_json(run_dir / "eval.json", res)
-    md = _table2_markdown(run_dir.name, t.corpus, res)
-    (run_dir / "eval.md").write_text(md)
+    cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
+                     nll_sentences=nll_sentences, nll_samples=nll_samples,
+                     diag_sentences=diag_sentences, seed=seed)
+    with Progress(disable=as_json, console=err) as bar:
+        def progress(name, total):
+            task = bar.add_task(name, total=total)
+            return lambda n: bar.advance(task, n)
+        res = evaluate_run(tm, corpus, run_dir, cfg, progress=None if as_json else progress,
+                           log=lambda msg: err.print(msg))
     if as_json:
         print(json.dumps(res))
     else:
-        out.print(md, markup=False, highlight=False)
+        out.print((run_dir / "eval.md").read_text(), markup=False, highlight=False)
+        if res.get("latent"):
+            out.print("latent: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in res["latent"].items()), highlight=False)
         out.print(f"wrote {run_dir / 'eval.json'}, eval.md and samples.txt")
 
 

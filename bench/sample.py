@@ -38,7 +38,7 @@ def untrained_ptb(seed: int) -> TextEBM:
     cfg = for_corpus("ptb")
     cfg.decoder.vocab_size = 10000
     vocab = Vocab(list(SPECIALS) + [f"w{i}" for i in range(10000 - len(SPECIALS))])
-    model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin)
+    model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
     with torch.no_grad():  # p(</s>) ~ 1/22 per step against ~uniform logits over the rest
         model.decoder.proj.bias[EOS_ID] = math.log((len(vocab) - 1) / (PTB_MEAN_TOKENS - 1))
     return TextEBM(model, vocab, cfg)

@@ -54,3 +54,21 @@ def test_train_on_sentencepiece_units_and_sample_words(tmp_path, monkeypatch):
     assert m.encode(["the chef baked a cake ."]).n_unk == 0      # words -> pieces on the way in
     for s in m.sample(5, seed=0, max_len=30):                     # pieces -> words on the way out
         assert "\u2581" not in s
+
+
+def test_posterior_options_reach_the_run_config(tmp_path):
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["train", "demo", "--out", str(out), "--posterior", "sri",
+                            "--noise1", "0.3", "--posterior-init", "persistent", "--noise0", "0.9",
+                            *TINY])
+    assert r.exit_code == 0, r.output
+    lc = json.loads((out / "config.json").read_text())["langevin"]
+    # The preset sets the schedule; the explicit options win over it; everything is recorded.
+    assert lc["s1_schedule"][:3] == [0.8, 0.7, 0.6] and lc["noise1"] == 0.3
+    assert lc["init1"] == "persistent" and lc["noise0"] == 0.9
+    r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "p"), "--posterior", "paper", *TINY])
+    lc = json.loads((tmp_path / "p" / "config.json").read_text())["langevin"]
+    assert (lc["s1"], lc["s1_schedule"], lc["noise1"], lc["init1"]) == (0.1, [], 1.0, "noise")
+    for bad in (["--posterior", "nope"], ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):
+        r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
+        assert r.exit_code == 2 and "Traceback" not in r.output, bad

@@ -59,3 +59,37 @@ def test_trace_records_energies_and_states():
     assert torch.equal(info["z_at"][0], z0)
     assert torch.equal(info["z_at"][10], z)
     assert torch.allclose(info["energies"][0], 0.5 * z0.pow(2).sum(-1))
+
+
+def test_noise_scale_zero_is_a_deterministic_chain():
+    u = lambda z: 0.5 * (z - 1.0).pow(2).sum(-1)
+    z0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    a, _ = langevin(u, z0, 30, 0.5, torch.Generator().manual_seed(1), noise=0.0)
+    b, _ = langevin(u, z0, 30, 0.5, torch.Generator().manual_seed(2), noise=0.0)
+    assert torch.equal(a, b)
+    # Gradient descent on a quadratic: z_k - 1 = (1 - s^2/2)^k (z_0 - 1) exactly.
+    torch.testing.assert_close(a - 1.0, (1 - 0.125) ** 30 * (z0 - 1.0))
+
+
+def test_noise_scale_samples_a_colder_target():
+    """With noise c on U = ||z||^2/2 the chain's stationary variance is c^2 / (1 - s^2/4):
+    the target exp(-U / c^2), up to the discretisation factor."""
+    u = lambda z: 0.5 * z.pow(2).sum(-1)
+    gen = torch.Generator().manual_seed(0)
+    z, _ = langevin(u, torch.zeros(20000, 2), 200, 0.3, gen, noise=0.5)
+    expected = 0.25 / (1 - 0.3 ** 2 / 4)
+    assert abs(z.var().item() - expected) < 0.03 * expected
+
+
+def test_step_size_schedule_repeats_its_last_value_and_changes_the_chain():
+    from textebm.langevin import step_sizes
+    assert step_sizes(5, [0.8, 0.2]) == [0.8, 0.2, 0.2, 0.2, 0.2]
+    assert step_sizes(3, 0.1) == [0.1, 0.1, 0.1]
+    u = lambda z: 0.5 * (z - 2.0).pow(2).sum(-1)
+    z0 = torch.zeros(2, 2)
+    # Deterministic chains: a schedule [1.0, 0.1] moves z halfway to 2 at once (1 - 1/2), then
+    # slowly (factor 1 - 0.005 per step); the constant 0.1 only slowly.
+    a, _ = langevin(u, z0, 3, [1.0, 0.1], noise=0.0)
+    b, _ = langevin(u, z0, 3, 0.1, noise=0.0)
+    torch.testing.assert_close(a, 2.0 - 2.0 * 0.5 * 0.995 ** 2 * torch.ones(2, 2))
+    torch.testing.assert_close(b, 2.0 - 2.0 * 0.995 ** 3 * torch.ones(2, 2))

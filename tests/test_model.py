@@ -80,5 +80,24 @@ def test_one_prior_update_raises_f_at_posterior_relative_to_prior_samples():
     assert gap_after < gap_before
     # And the full train_step moves the same way on average over a few steps.
     cfg.langevin = m.langevin_cfg
-    gaps = [train_step(m, x, opts, cfg)["gap"] for _ in range(3)]
+    gaps = [train_step(m, x, opts, cfg)[0]["gap"] for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(gaps)))
+
+
+def test_infer_uses_the_runs_posterior_settings_and_starts_from_the_encoder():
+    from corpora.batching import frame
+    from textebm.config import DecoderConfig, EncoderConfig, LangevinConfig
+    lc = LangevinConfig(k1=3, s1=0.1, s1_schedule=[0.5, 0.2], noise1=0.0, init1="encoder")
+    m = LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(vocab_size=12, embed=8,
+                  hidden=8, latent_dim=4), lc, EncoderConfig(embed=8, hidden=8))
+    x = frame([[4, 5, 6], [7, 8]])
+    with torch.no_grad():
+        guess = m.encoder(x)
+    z_start, _ = m.infer(x, steps=0)
+    assert torch.equal(z_start, guess)              # the chain starts at the amortized guess
+    a, _ = m.infer(x, generator=torch.Generator().manual_seed(0))
+    b, _ = m.infer(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)                        # noise1 = 0: deterministic
+    c, _ = m.infer(x, step_size=0.1)                # another step size: another end point
+    assert not torch.allclose(a, c)
+    assert m.infer(x, z0=torch.zeros(2, 4), steps=0)[0].abs().sum() == 0  # warm start is used

@@ -8,7 +8,8 @@ import textebm.train as train_mod
 from corpora.registry import load_corpus
 from textebm.checkpoint import load_checkpoint, load_run_files
 from textebm.config import for_corpus
-from textebm.train import DivergenceError, Run, build_model, reconstruction_nll, train
+from textebm.diagnostics import recon_nll as reconstruction_nll
+from textebm.train import DivergenceError, Run, build_model, train
 
 
 def small_cfg(steps, **train_kw):
@@ -63,10 +64,10 @@ def test_divergence_guard_names_the_step_and_keeps_the_last_good_checkpoint(demo
 
     def flaky(*a, **k):
         calls["n"] += 1
-        m = real(*a, **k)
+        m, z_pos = real(*a, **k)
         if calls["n"] == 3:
             m["gap"] = float("nan")
-        return m
+        return m, z_pos
 
     monkeypatch.setattr(train_mod, "train_step", flaky)
     with pytest.raises(DivergenceError, match="step 3"):
@@ -131,3 +132,51 @@ def test_resuming_a_finished_run_is_a_no_op(demo, tmp_path):
     assert summary["step"] == 2 and summary["final_train_nll_tok"] is None
     after = load_checkpoint(tmp_path)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("init1", ["persistent", "encoder"])
+def test_posterior_start_options_resume_bit_identically(demo, tmp_path, init1):
+    """The persistent bank and the amortized initializer are training state: a run resumed from
+    step 3 ends with the same weights, optimisers and bank as an uninterrupted one."""
+    def cfg(steps):
+        c = small_cfg(steps, save_every=3)
+        c.langevin.init1 = init1
+        return c
+    run(cfg(6), demo, tmp_path / "a")
+    run(cfg(3), demo, tmp_path / "b")
+    run(cfg(6), demo, tmp_path / "b", resume=True)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    if init1 == "persistent":
+        assert torch.equal(a["bank"], b["bank"])
+        # The bank holds one z per training sentence; the 6 batches of 16 moved 96 of them.
+        fresh = torch.Generator().manual_seed(small_cfg(1).train.seed + 3)
+        start = torch.randn(a["bank"].shape, generator=fresh)
+        moved = (a["bank"] != start).any(1).sum().item()
+        assert a["bank"].shape == (len(demo.train), 32) and moved == 6 * 16
+    else:
+        assert any(k.startswith("encoder.") for k in a["model"])
+        assert torch.equal(a["optimizers"]["encoder"]["state"][0]["exp_avg"],
+                           b["optimizers"]["encoder"]["state"][0]["exp_avg"])
+
+
+def test_amortized_initializer_is_regressed_onto_the_chain_end_point(demo):
+    """One iteration moves g(x) towards that iteration's z+ (the chain's end, started at g(x))."""
+    from corpora.batching import frame
+    from corpora.vocab import Vocab
+    c = small_cfg(1)
+    c.langevin.init1, c.encoder.lr = "encoder", 1e-2
+    vocab = Vocab.build(demo.train)
+    c.decoder.vocab_size = len(vocab)
+    torch.manual_seed(0)
+    model = build_model(c)
+    opts = train_mod.make_optimizers(model, c)
+    x = frame([vocab.encode(s) for s in demo.train[:16]])
+    with torch.no_grad():
+        before = model.encoder(x)
+    m, z_pos = train_mod.train_step(model, x, opts, c)
+    with torch.no_grad():
+        after = model.encoder(x)
+    assert m["init_err"] == pytest.approx((before - z_pos).pow(2).sum(-1).mean().item(), rel=1e-5)
+    assert (after - z_pos).pow(2).sum(-1).mean() < 0.9 * (before - z_pos).pow(2).sum(-1).mean()

@@ -228,7 +228,7 @@ class TextEBM:
         # A fixed N(0, I) prior is sampled exactly by z_0: no chain (as LatentEBM.sample_prior).
         run_steps = steps if self.model.prior is not None or profile or trace_at else 0
         z, info = langevin(u0, z0, run_steps, step_size, gen, trace=profile,
-                           trace_at=tuple(trace_at))
+                           trace_at=tuple(trace_at), noise=lc.noise0)
         ids = self._decode_z(z, decode, temperature, seed, max_len)
         trace = [TracePoint(k, zk.detach(), self._energy(zk),
                             self.decode(self._decode_z(zk, decode, temperature, seed, max_len)))
@@ -341,7 +341,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> TextEBM:
     state = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT} holds no model weights")
-    model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin)
+    model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

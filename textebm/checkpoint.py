@@ -46,10 +46,12 @@ def save_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab) -> None:
     atomic_write(run_dir / VOCAB, ("\n".join(vocab.itos) + "\n").encode())
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizers: dict, step: int) -> None:
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizers: dict, step: int,
+                    extra: dict | None = None) -> None:
+    """`extra`: further tensors of the training state (the persistent-chain bank)."""
     payload = {"model": model.state_dict(),
                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-               "step": step, "torch_rng": torch.get_rng_state()}
+               "step": step, "torch_rng": torch.get_rng_state(), **(extra or {})}
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write(run_dir / CHECKPOINT, buf.getvalue())

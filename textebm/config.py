@@ -7,7 +7,7 @@ choices, documented here and recorded in every run's config.json.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 # Paper Table 7: (embedding, hidden) of the one-layer LSTM decoder per corpus. `demo` and user
 # corpora are ours: small enough to train on a laptop CPU in minutes.
@@ -37,11 +37,35 @@ class DecoderConfig:
 
 @dataclass
 class LangevinConfig:
-    """Short-run chains from N(0,I): z <- z - (s^2/2) dU/dz + s*eps (paper eq. 9 with s' = s^2/2)."""
+    """Short-run chains: z <- z - (s^2/2) dU/dz + noise*s*eps (paper eq. 9 with s' = s^2/2).
+
+    The field defaults are paper Table 5 (the `paper` preset: both chains from N(0, I), constant
+    step, full noise), so a config.json written before an option existed loads as what it ran.
+    New runs start from the project default preset (`POSTERIOR_PRESETS[DEFAULT_POSTERIOR]`).
+    """
     k0: int = 60
     s0: float = 0.4
+    noise0: float = 1.0          # prior chain noise scale (1 = Langevin)
     k1: int = 20
     s1: float = 0.1
+    s1_schedule: list[float] = field(default_factory=list)  # per-step sizes; last one repeats
+    noise1: float = 1.0          # posterior chain noise scale; < 1 samples a colder posterior
+    init1: str = "noise"         # where the posterior chain starts: noise (N(0,I)), persistent
+                                 # (the sentence's last z+), encoder (an amortized guess)
+
+    def posterior_steps(self) -> float | list[float]:
+        """The posterior chain's step size: the schedule where one is set, else s1."""
+        return list(self.s1_schedule) if self.s1_schedule else self.s1
+
+
+@dataclass
+class EncoderConfig:
+    """Amortized initializer of the posterior chain (init1 = "encoder"): a bidirectional LSTM over
+    the sentence, trained by regression onto the chain's end point z+ (it never replaces the
+    chain, it only starts it nearer its target)."""
+    embed: int = 64
+    hidden: int = 128
+    lr: float = 1e-3
 
 
 @dataclass
@@ -73,6 +97,7 @@ class RunConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     langevin: LangevinConfig = field(default_factory=LangevinConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -85,8 +110,12 @@ class RunConfig:
             raise ValueError(f"prior must be 'ebm' or 'gaussian', got {p.kind!r}")
         if d.latent_dim != p.latent_dim:
             raise ValueError("decoder.latent_dim must equal prior.latent_dim")
-        if min(lc.k0, lc.k1) < 0 or min(lc.s0, lc.s1) <= 0:
+        if min(lc.k0, lc.k1) < 0 or min([lc.s0, lc.s1, *lc.s1_schedule]) <= 0:
             raise ValueError("Langevin steps must be >= 0 and step sizes > 0")
+        if min(lc.noise0, lc.noise1) < 0:
+            raise ValueError("Langevin noise scales must be >= 0")
+        if lc.init1 not in INIT1:
+            raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0:
             raise ValueError("batch size must be >= 1 and max steps >= 0")
         if t.tokenizer not in ("word", "spm"):
@@ -101,7 +130,36 @@ class RunConfig:
 
 
 _COMPONENTS = {"prior": PriorConfig, "decoder": DecoderConfig, "langevin": LangevinConfig,
-               "train": TrainConfig}
+               "encoder": EncoderConfig, "train": TrainConfig}
+INIT1 = ("noise", "persistent", "encoder")
+
+# Named posterior-chain settings (`--posterior NAME`). `paper` is Table 5 exactly. `sri` is the
+# schedule of the authors' own short-run-inference text code (bpucla/sri_text). The default is
+# the one bench/latent_study.py measured best (README, "Latent use").
+SRI_SCHEDULE = [0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05]
+POSTERIOR_PRESETS: dict[str, dict] = {
+    "paper": {"k1": 20, "s1": 0.1, "s1_schedule": [], "noise1": 1.0, "init1": "noise"},
+    "sri": {"k1": 20, "s1": 0.05, "s1_schedule": SRI_SCHEDULE, "noise1": 0.2, "init1": "noise"},
+}
+DEFAULT_POSTERIOR = "paper"
+
+
+def parse_schedule(text: str) -> list[float]:
+    """'0.8,0.5,0.1' -> [0.8, 0.5, 0.1]; 'none' or '' -> [] (a constant step s1)."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"a step-size schedule is comma-separated numbers, got {text!r}") from None
+
+
+def apply_posterior_preset(cfg: "RunConfig", name: str) -> "RunConfig":
+    if name not in POSTERIOR_PRESETS:
+        raise ValueError(f"unknown posterior preset {name!r}; use one of {list(POSTERIOR_PRESETS)}")
+    for k, v in POSTERIOR_PRESETS[name].items():
+        setattr(cfg.langevin, k, list(v) if isinstance(v, list) else v)
+    return cfg
 
 
 def _build(cls, values: dict):
@@ -118,6 +176,7 @@ def for_corpus(corpus: str) -> RunConfig:
     cfg = RunConfig()
     cfg.decoder.embed, cfg.decoder.hidden = embed, hidden
     cfg.train.corpus = corpus
+    apply_posterior_preset(cfg, DEFAULT_POSTERIOR)
     if corpus == "demo":
         # Small and quick: a few minutes on 2 CPU cores.
         cfg.train.max_steps, cfg.train.batch_size = 1500, 64

@@ -2,25 +2,40 @@
 
 For a target pi(z) ∝ exp(-U(z)) and step size s:
 
-    z_{k+1} = z_k - (s^2 / 2) * dU/dz(z_k) + s * eps_k,    eps_k ~ N(0, I),  z_0 ~ N(0, I)
+    z_{k+1} = z_k - (s_k^2 / 2) * dU/dz(z_k) + c * s_k * eps_k,    eps_k ~ N(0, I)
 
 This is the paper's eq. 9 with its step s' = s^2/2, so s is the "step size" of paper Table 5
-(s0 = 0.4 for the prior, s1 = 0.1 for the posterior). Chains restart from N(0, I) at every call
-(short-run, not persistent). `U` returns one energy per chain; they are summed before the
-gradient, so each chain moves independently of the batch it sits in.
+(s0 = 0.4 for the prior, s1 = 0.1 for the posterior). Two options widen the rule without a
+second copy of it:
+  - `step_size` may be a schedule (s_0, s_1, ...): step k uses s_k, and the last value repeats;
+  - `noise` (c above) scales the injected noise; c = 1 is Langevin, c < 1 samples a colder
+    target (about exp(-U / c^2)), c = 0 is gradient descent on U (a deterministic chain).
+`U` returns one energy per chain; they are summed before the gradient, so each chain moves
+independently of the batch it sits in. Where the chain starts is the caller's choice (N(0, I)
+in the paper; a warm start or an amortized guess are options of the posterior chain).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
 
-def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
+def step_sizes(steps: int, step_size: float | Sequence[float]) -> list[float]:
+    """The step size used at each of `steps` steps; a schedule's last value repeats."""
+    if isinstance(step_size, (int, float)):
+        return [float(step_size)] * steps
+    sched = [float(s) for s in step_size]
+    if not sched:
+        raise ValueError("an empty step-size schedule")
+    return [sched[min(k, len(sched) - 1)] for k in range(steps)]
+
+
+def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float | Sequence[float],
              generator: torch.Generator | None = None, trace: bool = False,
-             trace_at: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict]:
+             trace_at: tuple[int, ...] = (), noise: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Run `steps` Langevin steps on `U = energy` from z: (B, D). Gradients are w.r.t. z only.
 
     Returns the final z (detached) and a dict with, if `trace`, `energies`: (steps+1, B) U along
@@ -28,7 +43,7 @@ def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
     """
     info: dict = {"energies": [], "z_at": {}}
     z = z.detach()
-    half_s2 = 0.5 * step_size * step_size
+    sizes = step_sizes(steps, step_size)
     with torch.enable_grad():
         for k in range(steps + 1):
             if k in trace_at:
@@ -42,8 +57,11 @@ def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
             if k == steps:
                 break
             (grad,) = torch.autograd.grad(u.sum(), z)
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            z = (z - half_s2 * grad + step_size * noise).detach()
+            s = sizes[k]
+            z = z.detach() - (0.5 * s * s) * grad
+            if noise:
+                eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                z = z + (noise * s) * eps
     if trace:
         info["energies"] = torch.stack(info["energies"])
     return z.detach(), info

@@ -12,14 +12,16 @@ import math
 import torch
 from torch import nn
 
-from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
+from textebm.config import DecoderConfig, EncoderConfig, LangevinConfig, PriorConfig
 from textebm.decoder import LSTMDecoder
+from textebm.encoder import AmortizedInit
 from textebm.langevin import init_z, langevin
 from textebm.prior import EnergyPrior
 
 
 class LatentEBM(nn.Module):
-    def __init__(self, prior: PriorConfig, decoder: DecoderConfig, langevin_cfg: LangevinConfig):
+    def __init__(self, prior: PriorConfig, decoder: DecoderConfig, langevin_cfg: LangevinConfig,
+                 encoder: EncoderConfig | None = None):
         super().__init__()
         if prior.kind not in ("ebm", "gaussian"):
             raise ValueError(f"prior kind must be 'ebm' or 'gaussian', got {prior.kind!r}")
@@ -27,6 +29,9 @@ class LatentEBM(nn.Module):
         self.prior = EnergyPrior(prior) if prior.kind == "ebm" else None
         self.decoder = LSTMDecoder(decoder)
         self.latent_dim = prior.latent_dim
+        # The amortized initializer exists only where the posterior chain starts from it.
+        self.encoder = (AmortizedInit(encoder or EncoderConfig(), decoder.vocab_size, prior.latent_dim)
+                        if langevin_cfg.init1 == "encoder" else None)
 
     @property
     def device(self) -> torch.device:
@@ -58,30 +63,46 @@ class LatentEBM(nn.Module):
 
     def sample_prior(self, n: int, steps: int | None = None, step_size: float | None = None,
                      generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
-        """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info."""
+        """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info.
+
+        `trace` passes `trace=True` (U0 along the chain) and/or `trace_at=(k, ...)` to `langevin`.
+        """
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
         step_size = cfg.s0 if step_size is None else step_size
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
-        if self.prior is None:  # N(0, I) is sampled exactly; no chain needed
-            steps = 0 if not trace else steps
-        return langevin(self.prior_energy, z0, steps, step_size, generator, **trace)
+        if self.prior is None and not trace:  # N(0, I) is sampled exactly; no chain needed
+            steps = 0
+        return langevin(self.prior_energy, z0, steps, step_size, generator, noise=cfg.noise0,
+                        **trace)
 
-    def infer(self, x: torch.Tensor, steps: int | None = None, step_size: float | None = None,
-              generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
-        """z ~ short-run posterior chain p(z|x): K1 steps from N(0, I). x: (B, T) -> z: (B, D).
+    def chain_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Where a posterior chain for x starts when no warm start is given: the amortized guess
+        g(x) if the run has an encoder, else N(0, I). x: (B, T) -> (B, D)."""
+        if self.encoder is not None:
+            with torch.no_grad():
+                return self.encoder(x)
+        return init_z(x.size(0), self.latent_dim, self.device, generator, self.dtype)
+
+    def infer(self, x: torch.Tensor, steps: int | None = None,
+              step_size: float | list[float] | None = None,
+              generator: torch.Generator | None = None, z0: torch.Tensor | None = None,
+              **trace) -> tuple[torch.Tensor, dict]:
+        """z ~ short-run posterior chain p(z|x) with the run's settings (K1 steps, step size or
+        schedule, noise scale) from z0 (default: `chain_start`). x: (B, T) -> z: (B, D).
 
         The decoder runs without dropout inside the chain (the chain targets the model's
         posterior, not a randomly thinned one); the caller's train/eval mode is restored.
         """
         cfg = self.langevin_cfg
         steps = cfg.k1 if steps is None else steps
-        step_size = cfg.s1 if step_size is None else step_size
+        step_size = cfg.posterior_steps() if step_size is None else step_size
         was_training = self.training
         self.eval()
         try:
-            z0 = init_z(x.size(0), self.latent_dim, self.device, generator, self.dtype)
+            if z0 is None:
+                z0 = self.chain_start(x, generator)
             return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
-                            generator, **trace)
+                            generator, noise=cfg.noise1, **trace)
         finally:
             self.train(was_training)

@@ -2,10 +2,12 @@
 
 Per iteration, for a mini-batch x (PROTOCOL.md §3):
   1. z- ~ prior chain (K0 Langevin steps from N(0, I));
-  2. z+ ~ posterior chain for x (K1 steps from N(0, I));
+  2. z+ ~ posterior chain for x (K1 steps; from N(0, I) in the paper, or from the sentence's last
+     z+ (init1 = persistent) or an amortized guess g(x) (init1 = encoder));
   3. decoder step: minimise -mean_i log p_beta(x_i | z+_i);
   4. prior step:   minimise mean_i E(z+_i) - mean_i E(z-_i) (the negative of eq. 10's update),
-     which raises f_alpha where the posterior puts z and lowers it where the prior wanders.
+     which raises f_alpha where the posterior puts z and lowers it where the prior wanders;
+  5. (init1 = encoder) initializer step: minimise mean_i ||g(x_i) - z+_i||^2.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corpora.batching import Batches, by_length, frame, scored_tokens
+from corpora.batching import Batches, frame, scored_tokens
 from corpora.registry import Corpus
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
 from textebm.config import RunConfig
+from textebm.diagnostics import mutual_information, posterior_chains, recon_nll
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
@@ -37,7 +40,7 @@ class DivergenceError(Exception):
 
 
 def build_model(cfg: RunConfig) -> LatentEBM:
-    return LatentEBM(cfg.prior, cfg.decoder, cfg.langevin)
+    return LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
 
 
 def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.Optimizer]:
@@ -46,14 +49,18 @@ def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.O
     opts = {"decoder": torch.optim.Adam(model.decoder.parameters(), lr=t.lr_decoder, betas=betas)}
     if model.prior is not None:
         opts["prior"] = torch.optim.Adam(model.prior.parameters(), lr=t.lr_prior, betas=betas)
+    if model.encoder is not None:
+        opts["encoder"] = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder.lr)
     return opts
 
 
-def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig) -> dict:
-    """One iteration of Algorithm 1 on x: (B, T). Returns floats for logging."""
-    lc, tc = cfg.langevin, cfg.train
+def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
+               z0: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    """One iteration of Algorithm 1 on x: (B, T), the posterior chain started at z0: (B, D) if
+    given (persistent chains). Returns floats for logging and z+: (B, D)."""
+    tc = cfg.train
     z_neg, _ = model.sample_prior(x.size(0))
-    z_pos, _ = model.infer(x)
+    z_pos, _ = model.infer(x, z0=z0)
 
     model.train()
     log_px = model.decoder.log_prob(x, z_pos)
@@ -73,31 +80,26 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig) ->
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), tc.clip_prior)
         opts["prior"].step()
         out.update(e_pos=e_pos.item(), e_neg=e_neg.item(), gap=loss_prior.item())
+    if model.encoder is not None:
+        loss_enc = (model.encoder(x) - z_pos).pow(2).sum(-1).mean()
+        opts["encoder"].zero_grad(set_to_none=True)
+        loss_enc.backward()
+        opts["encoder"].step()
+        out["init_err"] = loss_enc.item()
     out["z_pos_norm"] = z_pos.norm(dim=-1).mean().item()
     out["z_neg_norm"] = z_neg.norm(dim=-1).mean().item()
-    return out
+    return out, z_pos
 
 
-def reconstruction_nll(model: LatentEBM, sents: list[list[int]], seed: int,
-                       batch_size: int = 128, infer: bool = True) -> float:
-    """Nats per scored token of -log p(x|z+) with z+ from the posterior chain (fixed seed).
-
-    With `infer=False`, z is drawn from N(0, I) instead: the gap between the two is how much the
-    decoder uses z (0 means the latent is ignored, as in posterior collapse).
-    """
-    model.eval()
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    total, tokens = 0.0, 0
-    for ix in by_length(sents, batch_size):
-        x = frame([sents[j] for j in ix]).to(model.device)
-        if infer:
-            z, _ = model.infer(x, generator=gen)
-        else:
-            z = init_z(x.size(0), model.latent_dim, model.device, gen, model.dtype)
-        with torch.no_grad():
-            total -= model.decoder.log_prob(x, z).sum().item()
-        tokens += int(scored_tokens(x).sum())
-    return total / tokens
+def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
+    """Validation NLL/token at the posterior z (the run's own chain) and at random z, whose
+    difference is the latent gap, plus active units and I(x; z) on up to 200 sentences."""
+    post = recon_nll(model, valid_ids, seed)
+    rand = recon_nll(model, valid_ids, seed, infer=False)
+    z = posterior_chains(model, valid_ids[:200], 2, seed + 1)
+    return {"val_recon_nll_tok": post, "val_random_z_nll_tok": rand, "val_gap": rand - post,
+            "active_units": int((z.mean(1).var(0) > 0.01).sum()),
+            "mutual_info": mutual_information(z)}
 
 
 def show_samples(model: LatentEBM, vocab: Vocab, n: int, seed: int,
@@ -160,6 +162,16 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             o.load_state_dict(payload["optimizers"][k])
         step = int(payload["step"])
         restore_rng(out, payload)
+    # Persistent posterior chains: one z per training sentence, each chain resuming where that
+    # sentence's last one stopped. The bank is saved with the checkpoint, so resume is exact.
+    bank = None
+    if cfg.langevin.init1 == "persistent":
+        if run.resume and "bank" in payload:
+            bank = payload["bank"].to(run.device)
+        else:
+            gen = torch.Generator(device=run.device).manual_seed(t.seed + 3)
+            bank = init_z(len(train_ids), model.latent_dim, run.device, gen, model.dtype)
+    extra = {"bank": bank} if bank is not None else {}
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
     metrics_f = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: readable live
@@ -176,8 +188,12 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             epoch, pos = divmod(step, len(batches))
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: batches.indices(epoch)}
-            x = frame([train_ids[i] for i in epoch_cache[epoch][pos]]).to(run.device)
-            m = train_step(model, x, opts, cfg)
+            ix = epoch_cache[epoch][pos]
+            x = frame([train_ids[i] for i in ix]).to(run.device)
+            rows = torch.as_tensor(ix, device=run.device)
+            m, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows])
+            if bank is not None:
+                bank[rows] = z_pos
             bad = [k for k, v in m.items() if not math.isfinite(v)]
             if bad:
                 raise DivergenceError(
@@ -193,10 +209,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             if bar:
                 bar.update(step, m, last_eval)
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
-                last_eval = {"step": step, "kind": "eval",
-                             "val_recon_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1),
-                             "val_random_z_nll_tok": reconstruction_nll(model, valid_ids, t.seed + 1,
-                                                                        infer=False),
+                last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
                              "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2,
                                                      tokenizer)}
                 metrics_f.write(json.dumps(last_eval) + "\n")
@@ -204,16 +217,16 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
                 if on_eval:
                     on_eval(last_eval)
             if t.save_every and step % t.save_every == 0:
-                save_checkpoint(out, model, opts, step)
+                save_checkpoint(out, model, opts, step, extra)
     except KeyboardInterrupt:
-        save_checkpoint(out, model, opts, step)  # nothing lost: resume continues from here
+        save_checkpoint(out, model, opts, step, extra)  # nothing lost: resume continues from here
         raise
     finally:
         stop.restore()
         metrics_f.close()
         if bar:
             bar.close()
-    save_checkpoint(out, model, opts, step)
+    save_checkpoint(out, model, opts, step, extra)
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
                "final_train_nll_tok": m.get("nll_tok"),
                "last_eval": last_eval, "seconds": time.time() - t0}

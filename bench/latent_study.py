@@ -1,0 +1,119 @@
+"""The latent study (issue: the latent must carry the sentence). One JSON line per setting.
+
+    python bench/latent_study.py --corpus demo --settings paper,sri --priors ebm,gaussian
+    python bench/latent_study.py --corpus ptb --max-steps 500 --settings paper,default
+
+Each row trains a fresh model with one posterior/prior setting (everything else the corpus
+defaults, same seed, same budget), then measures with textebm.diagnostics: the gap (NLL/token at
+random z minus at a 200-step posterior z), active units, I(x;z), 5-gram FPPL/RPPL of prior
+samples, wall time of training; on demo also the topic probe, the share of samples the grammar
+cannot emit and the samples' exact NLL/token. Budget: the corpus default steps (demo 1,500) or
+--max-steps; --threads torch threads per process (the README table: 1 thread, two rows at once on
+a 2-core machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from corpora.registry import load_corpus  # noqa: E402
+from lm_eval.perplexity import PPLConfig, perplexities  # noqa: E402
+from textebm import diagnostics  # noqa: E402
+from textebm.api import load  # noqa: E402
+from textebm.config import apply_posterior_preset, for_corpus, override  # noqa: E402
+from textebm.train import Run, train  # noqa: E402
+
+# name -> (posterior preset, further overrides by config section)
+SETTINGS: dict[str, tuple[str, dict]] = {
+    "paper": ("paper", {}),
+    "paper-persistent": ("paper", {"langevin": {"init1": "persistent"}}),
+    "sri": ("sri", {}),
+    "sri-noise1": ("sri", {"langevin": {"noise1": 1.0}}),
+    "sri-encoder": ("sri", {"langevin": {"init1": "encoder"}}),
+    "sri-persistent": ("sri", {"langevin": {"init1": "persistent"}}),
+    "default": (None, {}),
+}
+
+
+def build_config(corpus: str, setting: str, prior: str, max_steps: int | None, extra: dict):
+    preset, overrides = SETTINGS[setting]
+    cfg = for_corpus(corpus)
+    if preset:
+        apply_posterior_preset(cfg, preset)
+    override(cfg, overrides)
+    override(cfg, extra)
+    cfg.prior.kind = prior
+    if max_steps:
+        cfg.train.max_steps = max_steps
+        cfg.train.eval_every = cfg.train.save_every = max_steps
+    return cfg.validate()
+
+
+def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: int = 0) -> dict:
+    tm = load(run_dir)
+    model, vocab = tm.model, tm.vocab
+    valid = [vocab.encode(s) for s in corpus.split("valid")[:eval_sentences]]
+    out = diagnostics.latent_use(model, valid, seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z, _ = model.sample_prior(n_samples, generator=gen)
+        ids = model.decoder.generate(z, max_len=60, generator=gen)
+    samples = [vocab.decode(row.tolist()) for row in ids]
+    nonempty = [s for s in samples if s]
+    res = perplexities(nonempty, corpus, PPLConfig(lm="ngram", order=5), progress=False)
+    out.update(fppl5=res["fppl"], rppl5=res["rppl"], real_fppl5=res["real_fppl"],
+               samples=len(samples), empty_samples=len(samples) - len(nonempty))
+    if corpus.name == "demo":
+        out.update(diagnostics.demo_report(model, vocab, samples, seed))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", default="demo")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--settings", default="paper,sri,default", help=f"comma list of {list(SETTINGS)}")
+    ap.add_argument("--priors", default="ebm,gaussian")
+    ap.add_argument("--max-steps", type=int, default=None, help="budget (default: the corpus default)")
+    ap.add_argument("--set", action="append", default=[], help="extra override SECTION.KEY=JSON")
+    ap.add_argument("--tag", default="", help="suffix of the row name (with --set)")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--eval-sentences", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    extra: dict = {}
+    for item in a.set:
+        key, val = item.split("=", 1)
+        section, name = key.split(".")
+        extra.setdefault(section, {})[name] = json.loads(val)
+    corpus = load_corpus(a.corpus, data_dir=a.data_dir)
+    for setting in a.settings.split(","):
+        for prior in a.priors.split(","):
+            name = f"{setting}{a.tag}-{prior}"
+            cfg = build_config(a.corpus, setting, prior, a.max_steps, extra)
+            cfg.train.seed = a.seed
+            run_dir = Path(a.out) / a.corpus / name
+            t0 = time.time()
+            summary = train(cfg, corpus, Run(run_dir, torch.device("cpu"), progress=False))
+            wall = time.time() - t0
+            row = {"corpus": a.corpus, "setting": setting + a.tag, "prior": prior,
+                   "steps": summary["step"], "train_seconds": round(wall, 1),
+                   "threads": a.threads, "langevin": cfg.to_dict()["langevin"],
+                   "overrides": extra}
+            row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed))
+            row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

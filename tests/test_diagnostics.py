@@ -1,0 +1,62 @@
+"""Latent diagnostics: checked against known answers and against the demo grammar itself."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from corpora import demo
+from corpora.vocab import Vocab
+from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
+from textebm.diagnostics import (_probe_accuracy, grammar_checks, latent_use, mutual_information,
+                                 posterior_chains)
+from textebm.model import LatentEBM
+
+
+def test_mutual_information_spans_zero_to_log_n():
+    gen = torch.Generator().manual_seed(0)
+    n = 50
+    # Far-apart, tight posteriors: each z names its sentence, I(x; z) = log N.
+    centres = 100 * torch.randn(n, 1, 4, generator=gen)
+    tight = centres + 0.01 * torch.randn(n, 6, 4, generator=gen)
+    assert mutual_information(tight, min_std=1e-3) == pytest.approx(math.log(n), abs=1e-3)
+    # Every sentence with the same posterior: z says nothing about x.
+    same = torch.randn(1, 6, 4, generator=gen).expand(n, 6, 4)
+    assert abs(mutual_information(same.contiguous())) < 1e-6
+
+
+def test_grammar_checks_score_samples_against_the_grammar():
+    real = [t for _, t in demo.generate(400, seed=3)]
+    ok = grammar_checks(real)
+    assert ok["impossible_share"] == 0.0
+    # Fresh grammar samples have the grammar's entropy rate (within sampling noise).
+    assert ok["samples_exact_nll_tok"] == pytest.approx(ok["data_exact_nll_tok"], rel=0.03)
+    rng = np.random.default_rng(0)
+    shuffled = [list(rng.permutation(s)) for s in real]
+    bad = grammar_checks(shuffled)
+    assert bad["impossible_share"] > 0.8
+    assert grammar_checks(real[:100] + [["chef", "the", "."]] * 100)["impossible_share"] == 0.5
+
+
+def test_topic_probe_reads_topics_from_z_and_not_from_noise():
+    gen = torch.Generator().manual_seed(0)
+    y = np.arange(800) % 4
+    informative = torch.nn.functional.one_hot(torch.as_tensor(y), 4).double() \
+        + 0.3 * torch.randn(800, 4, generator=gen).double()
+    noise = torch.randn(800, 8, generator=gen).double()
+    assert _probe_accuracy(informative[:600], y[:600], informative[600:], y[600:], 4) > 0.95
+    assert _probe_accuracy(noise[:600], y[:600], noise[600:], y[600:], 4) < 0.4
+
+
+def test_a_decoder_that_ignores_z_has_zero_gap():
+    vocab = Vocab.build([t for _, t in demo.generate(200, seed=1)])
+    m = LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(
+        vocab_size=len(vocab), embed=8, hidden=16, latent_dim=4, dropout=0.0), LangevinConfig(k1=5))
+    with torch.no_grad():                       # cut every path from z into the decoder
+        m.decoder.lstm.weight_ih_l0[:, 8:] = 0
+        m.decoder.z_to_h.weight.zero_()
+    ids = [vocab.encode(t) for _, t in demo.generate(40, seed=2)]
+    d = latent_use(m, ids, seed=0, chains=3, gap_steps=5)
+    assert d["gap_nats_tok"] == pytest.approx(0.0, abs=1e-6)
+    z = posterior_chains(m, ids, 3, seed=0)
+    assert z.shape == (40, 3, 4) and d["mutual_info"] < 0.5 * math.log(40)

@@ -1,0 +1,142 @@
+"""Latent diagnostics: does z carry the sentence, and do prior samples stay on the data?
+
+For any corpus (`latent_use`):
+  - gap: NLL/token of x at z ~ N(0, I) minus NLL/token at z from the posterior chain (0 means the
+    decoder ignores z: posterior collapse);
+  - active units: dimensions whose posterior mean varies over the data with variance > 0.01;
+  - I(x; z): the aggregate-posterior estimate of mutual information (Hoffman & Johnson 2016;
+    He et al. 2019), with q(z|x) a diagonal Gaussian fitted to several posterior chains per
+    sentence and q(z) their mixture over the N sentences (so it cannot exceed log N).
+For the synthetic demo grammar, which knows log p(x) and p(topic | x) exactly (`demo_report`):
+  - topic probe: a logistic regression from inferred z to the true topic, next to the Bayes
+    accuracy of the true p(topic | x) (the best any z could do);
+  - the share of prior samples the grammar cannot emit, and the samples' exact NLL/token next to
+    the data's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from corpora.batching import by_length, frame, scored_tokens
+from textebm.langevin import init_z
+from textebm.model import LatentEBM
+
+GAP_STEPS = 200  # posterior steps for the gap (the chain's own schedule, its last step repeated)
+
+
+def _batches(model: LatentEBM, sents: list[list[int]], batch_size: int):
+    for ix in by_length(sents, batch_size):
+        yield ix, frame([sents[j] for j in ix]).to(model.device)
+
+
+def recon_nll(model: LatentEBM, sents: list[list[int]], seed: int, infer: bool = True,
+              steps: int | None = None, batch_size: int = 128) -> float:
+    """Nats per scored token of -log p(x|z), z from the posterior chain (`steps`, default the
+    run's K1; fixed seed) or, with `infer=False`, from N(0, I)."""
+    model.eval()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    total, tokens = 0.0, 0
+    for _, x in _batches(model, sents, batch_size):
+        if infer:
+            z, _ = model.infer(x, steps=steps, generator=gen)
+        else:
+            z = init_z(x.size(0), model.latent_dim, model.device, gen, model.dtype)
+        with torch.no_grad():
+            total -= model.decoder.log_prob(x, z).sum().item()
+        tokens += int(scored_tokens(x).sum())
+    return total / tokens
+
+
+def posterior_chains(model: LatentEBM, sents: list[list[int]], chains: int, seed: int,
+                     steps: int | None = None, batch_size: int = 64) -> torch.Tensor:
+    """End points of `chains` independent posterior chains per sentence: (N, C, D), input order."""
+    model.eval()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    out = torch.empty(len(sents), chains, model.latent_dim, device=model.device)
+    for ix, x in _batches(model, sents, max(1, batch_size // chains)):
+        z, _ = model.infer(x.repeat_interleave(chains, 0), steps=steps, generator=gen)
+        out[torch.as_tensor(ix, device=model.device)] = z.view(len(ix), chains, -1)
+    return out
+
+
+def mutual_information(z: torch.Tensor, min_std: float = 0.05) -> float:
+    """I(x; z) estimate from chain end points z: (N, C, D), C >= 2. q(z|x_i) = N(mu_i, std_i^2)
+    (diagonal, std floored at min_std); one draw per sentence; log q(z) by the mixture over N."""
+    n, _, d = z.shape
+    mu, std = z.mean(1), z.std(1).clamp_min(min_std)                       # (N, D)
+    gen = torch.Generator(device=z.device).manual_seed(0)
+    draw = mu + std * torch.randn(mu.shape, generator=gen, device=z.device)
+    # log q_j(draw_i) for all pairs, (N, N); chunked over i to bound memory.
+    logq = []
+    for a in range(0, n, 256):
+        zi = draw[a:a + 256].unsqueeze(1)                                  # (b, 1, D)
+        logq.append((-0.5 * ((zi - mu) / std).pow(2) - std.log()).sum(-1) - 0.5 * d * math.log(2 * math.pi))
+    logq = torch.cat(logq).double()
+    own = logq.diagonal()
+    agg = torch.logsumexp(logq, 1) - math.log(n)
+    return float((own - agg).mean())
+
+
+def latent_use(model: LatentEBM, sents: list[list[int]], seed: int = 0, chains: int = 4,
+               gap_steps: int = GAP_STEPS) -> dict:
+    """The corpus-independent diagnostics on `sents` (id lists; a few hundred are enough)."""
+    post = recon_nll(model, sents, seed, steps=gap_steps)
+    rand = recon_nll(model, sents, seed, infer=False)
+    z = posterior_chains(model, sents, chains, seed + 1)
+    mean_var = z.mean(1).var(0)                                            # (D,)
+    return {"gap_nats_tok": rand - post, "nll_tok_posterior_z": post, "nll_tok_random_z": rand,
+            "gap_steps": gap_steps, "active_units": int((mean_var > 0.01).sum()),
+            "mutual_info": mutual_information(z), "mutual_info_max": math.log(len(sents)),
+            "sentences": len(sents), "z_norm_posterior": float(z.norm(dim=-1).mean())}
+
+
+def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> float:
+    """Multinomial logistic regression (L-BFGS, small L2), fitted on train, scored on test."""
+    mu, sd = z_tr.mean(0), z_tr.std(0).clamp_min(1e-6)
+    a, b = (z_tr - mu) / sd, (z_te - mu) / sd
+    lin = torch.nn.Linear(a.size(1), classes).double()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    ya = torch.as_tensor(y_tr)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lin(a.double()), ya) + 1e-3 * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return float((lin(b.double()).argmax(1) == torch.as_tensor(y_te)).double().mean())
+
+
+def demo_report(model: LatentEBM, vocab, samples: list[list[str]], seed: int = 0,
+                probe_sentences: tuple[int, int] = (1000, 500)) -> dict:
+    """Diagnostics measured against the demo grammar itself (corpora/demo.py), not the model.
+
+    samples: prior samples as token lists. The probe's sentences are fresh draws from the grammar
+    (with their true topics), so it never sees the training data.
+    """
+    from corpora import demo
+    n_tr, n_te = probe_sentences
+    labelled = demo.generate(n_tr + n_te, seed=10_000 + seed)
+    topics = np.array([k for k, _ in labelled])
+    toks = [t for _, t in labelled]
+    z = posterior_chains(model, [vocab.encode(t) for t in toks], 1, seed).squeeze(1).cpu().double()
+    probe = _probe_accuracy(z[:n_tr], topics[:n_tr], z[n_tr:], topics[n_tr:], len(demo.TOPICS))
+    bayes = float(np.mean([demo.topic_posterior(t).argmax() == k for k, t in labelled[n_tr:]]))
+    return {"topic_probe_acc": probe, "topic_bayes_acc": bayes, **grammar_checks(samples)}
+
+
+def grammar_checks(samples: list[list[str]]) -> dict:
+    """Samples (token lists) scored by the demo grammar's exact log p(x): the share it cannot
+    emit, and the NLL/token of the rest next to the data's (the grammar's entropy rate)."""
+    from corpora import demo
+    lp = demo.log_probs(samples)
+    ok = np.isfinite(lp)
+    ok_tokens = sum(len(s) + 1 for s, good in zip(samples, ok) if good)
+    data_nll, data_tokens = demo.true_nll(demo.splits()["valid"])
+    return {"impossible_share": float(1 - ok.mean()) if len(samples) else float("nan"),
+            "samples_exact_nll_tok": float(-lp[ok].sum() / max(ok_tokens, 1)),
+            "data_exact_nll_tok": data_nll / data_tokens, "samples_scored": int(len(samples))}

@@ -1,0 +1,81 @@
+"""The paper's Table 2 pipeline for one run folder, plus the latent diagnostics.
+
+    samples (prior chain, K0 steps; ancestral or greedy decoding) -> samples.txt
+    FPPL / RPPL of the samples (lm_eval.perplexity, n-gram or LSTM LM)
+    importance-weighted NLL of the test split (lm_eval.nll), through the run's own tokenizer
+    latent diagnostics (textebm.diagnostics): gap, active units, I(x;z); on demo also the topic
+    probe, the share of samples the grammar cannot emit and their exact NLL/token
+-> eval.json, eval.md (a row in the layout of Table 2 beside the paper's numbers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_eval.nll import NLLConfig, importance_nll
+from lm_eval.perplexity import PPLConfig, perplexities
+from textebm import diagnostics
+from textebm.api import TextEBM
+from textebm.checkpoint import write_json
+
+# Paper Table 2 ("ours" rows and the real-data FPPL): real FPPL, FPPL, RPPL, NLL.
+PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 181.54, 91.35),
+                "yahoo": (60.04, 80.91, 118.08, 321.18)}
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 10000
+    decode: str = "sample"
+    lm: str = "ngram"
+    order: int = 5
+    nll_sentences: int = 0          # 0: the whole test split; -1: skip the NLL
+    nll_samples: int = 100
+    diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
+    seed: int = 0
+
+
+def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfig(),
+                 progress=None, log=lambda msg: None) -> dict:
+    """Everything Table 2 needs for the loaded run `tm` on `corpus`; writes eval.json, eval.md
+    and samples.txt into run_dir and returns the eval.json dict. `progress(task, total)` returns
+    a per-item callback (or None)."""
+    log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
+    s = tm.sample_chains(cfg.num_samples, decode=cfg.decode, seed=cfg.seed)
+    (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
+    samples = [x.split() for x in s.sentences if x.split()]
+    res = perplexities(samples, corpus, PPLConfig(lm=cfg.lm, order=cfg.order), tm.device,
+                       progress=progress is not None)
+    res.update(decode=cfg.decode, samples_generated=cfg.num_samples,
+               empty_samples=cfg.num_samples - len(samples), run=str(run_dir), seed=cfg.seed,
+               posterior=tm.config.to_dict()["langevin"])
+    test = corpus.split("test")
+    if cfg.nll_sentences >= 0:
+        sents = test[:cfg.nll_sentences] if cfg.nll_sentences else test
+        ids = tm.encode(sents).ids        # the run's tokenizer: words, or its spm pieces
+        tick = progress("importance-weighted NLL", len(ids)) if progress else None
+        res["nll"] = importance_nll(tm.model, ids, NLLConfig(samples=cfg.nll_samples, seed=cfg.seed),
+                                    progress=tick)
+    if cfg.diag_sentences:
+        log("latent diagnostics")
+        ids = tm.encode(test[:cfg.diag_sentences]).ids
+        res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
+        if tm.config.train.corpus == "demo":
+            res["latent"].update(diagnostics.demo_report(tm.model, tm.vocab, samples, cfg.seed))
+    write_json(run_dir / "eval.json", res)
+    (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
+    return res
+
+
+def table2_markdown(name: str, corpus: str, res: dict) -> str:
+    nll = f"{res['nll']['nll']:.2f}" if res.get("nll") else "–"
+    gap = f"{res['latent']['gap_nats_tok']:.3f}" if res.get("latent") else "–"
+    head = ("| model | corpus | real-data FPPL | FPPL | RPPL | NLL | latent gap (nats/token) | LM | "
+            "samples |\n|---|---|---|---|---|---|---|---|---|\n")
+    row = (f"| {name} | {corpus} | {res['real_fppl']:.2f} | {res['fppl']:.2f} | {res['rppl']:.2f} | "
+           f"{nll} | {gap} | {res['lm']} | {res['samples']:,} |\n")
+    paper = PAPER_TABLE2.get(corpus)
+    if paper:
+        row += (f"| paper (Pang et al. 2020) | {corpus} | {paper[0]} | {paper[1]} | {paper[2]} | "
+                f"{paper[3]} | not reported | ? | ? |\n")
+    return head + row
