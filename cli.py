@@ -168,10 +168,17 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
            "prior": {"kind": prior}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
-    cfg.train.train_split, cfg.train.max_len = train_split, max_len
+    cfg.train.train_split, cfg.train.max_len, cfg.train.on_long = train_split, max_len, on_long
     cfg.validate()
     if resume:
         run_dir = resume
+        # A resumed run keeps its recorded settings; only --max-steps may extend it.
+        ignored = [f"{sec}.{k}" for sec, d in cli.items() for k, v in d.items()
+                   if v is not None and k != "max_steps"]
+        ignored += ["--config"] * bool(config) + ["--posterior"] * bool(posterior)
+        if ignored:
+            err.print(f"note: --resume keeps the run's recorded settings; ignored: "
+                      f"{', '.join(ignored)}", markup=False, highlight=False)
     else:
         run_dir = out_dir or new_run_dir(corpus)
     data = _load(corpus, data_dir, train_split, max_len, on_long)
@@ -439,7 +446,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     run_dir = resolve(checkpoint)
     tm = _open_run(run_dir, device)
     t = tm.config.train
-    corpus = _load(t.corpus, data_dir, t.train_split, t.max_len)
+    corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      nll_sentences=nll_sentences, nll_samples=nll_samples,
                      diag_sentences=diag_sentences, seed=seed)

@@ -72,7 +72,34 @@ def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: in
                samples=len(samples), empty_samples=len(samples) - len(nonempty))
     if corpus.name == "demo":
         out.update(diagnostics.demo_report(model, vocab, samples, seed))
+    # Paper Table 3: the same chains decoded greedily at steps 0, 40, 100; how many change their
+    # sentence, and whether the energy profile has settled (mean E over steps 80-100 vs 60-80).
+    tr = tm.sample_chains(200, steps=100, decode="greedy", seed=seed, trace_at=(0, 40, 100),
+                          profile=True)
+    first, last = tr.trace[0].sentences, tr.trace[-1].sentences
+    e = tr.profile.mean(1)
+    out.update(trace_changed=sum(a != b for a, b in zip(first, last)) / len(first),
+               energy_start=float(e[0]), energy_60=float(e[60]), energy_100=float(e[100]),
+               energy_drift_80_100=float(e[80:].mean() - e[60:80].mean()))
     return out
+
+
+COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "steps", "{}"),
+           ("gap_nats_tok", "gap", "{:.3f}"), ("active_units", "AU", "{}"),
+           ("mutual_info", "I(x;z)", "{:.2f}"), ("topic_probe_acc", "topic probe", "{:.1%}"),
+           ("impossible_share", "impossible", "{:.1%}"),
+           ("samples_exact_nll_tok", "samples NLL/tok", "{:.3f}"),
+           ("fppl5", "FPPL-5", "{:.1f}"), ("rppl5", "RPPL-5", "{:.1f}"),
+           ("trace_changed", "chains change 0→100", "{:.0%}"),
+           ("train_seconds", "train s", "{:.0f}")]
+
+
+def table(path: str) -> str:
+    """A markdown table of the JSON lines in `path` (the README's study table)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    return head + "".join("| " + " | ".join(fmt.format(r[k]) if k in r else "–"
+                                            for k, _, fmt in COLUMNS) + " |\n" for r in rows)
 
 
 def main() -> None:
@@ -89,7 +116,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/study")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--measure-only", action="store_true", help="re-measure existing run folders")
+    ap.add_argument("--table", default=None, help="print a markdown table of a JSONL file and exit")
     a = ap.parse_args()
+    if a.table:
+        print(table(a.table), end="")
+        return
     torch.set_num_threads(a.threads)
     extra: dict = {}
     for item in a.set:
@@ -103,12 +135,17 @@ def main() -> None:
             cfg = build_config(a.corpus, setting, prior, a.max_steps, extra)
             cfg.train.seed = a.seed
             run_dir = Path(a.out) / a.corpus / name
-            t0 = time.time()
-            summary = train(cfg, corpus, Run(run_dir, torch.device("cpu"), progress=False))
-            wall = time.time() - t0
+            if a.measure_only:
+                summary = json.loads((run_dir / "summary.json").read_text())
+                wall = summary["seconds"]
+            else:
+                t0 = time.time()
+                summary = train(cfg, corpus, Run(run_dir, torch.device("cpu"), progress=False))
+                wall = time.time() - t0
             row = {"corpus": a.corpus, "setting": setting + a.tag, "prior": prior,
                    "steps": summary["step"], "train_seconds": round(wall, 1),
-                   "threads": a.threads, "langevin": cfg.to_dict()["langevin"],
+                   "threads": a.threads,
+                   "langevin": json.loads((run_dir / "config.json").read_text())["langevin"],
                    "overrides": extra}
             row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed))
             row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

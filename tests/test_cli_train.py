@@ -17,7 +17,7 @@ def test_train_demo_writes_a_complete_run(tmp_path, monkeypatch):
     r = runner.invoke(app, ["train", "demo", "--config", str(cfg), "--out", str(tmp_path / "run"), *TINY])
     assert r.exit_code == 0, r.output
     run = tmp_path / "run"
-    for f in ("config.json", "vocab.txt", "checkpoint.pt", "state.json", "metrics.jsonl",
+    for f in ("config.json", "vocab.txt", "checkpoint.pt", "metrics.jsonl",
               "curves.png", "summary.json"):
         assert (run / f).is_file(), f
     saved = json.loads((run / "config.json").read_text())

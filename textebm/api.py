@@ -26,7 +26,6 @@ from corpora.subword import run_tokenizer
 from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
 from textebm.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, load_run_files
 from textebm.config import RunConfig
-from textebm.langevin import init_z, langevin
 from textebm.model import LatentEBM
 
 DECODE_MODES = ("sample", "greedy")
@@ -215,27 +214,17 @@ class TextEBM:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
 
-        energies: list[torch.Tensor] = []
-
-        def u0(z: torch.Tensor) -> torch.Tensor:
-            e = self.model.energy(z)
-            if profile:
-                energies.append(e.detach())
-            return e + 0.5 * z.pow(2).sum(-1)
-
         gen = _generator(self.device, seed)
-        z0 = init_z(n, self.latent_dim, self.device, gen)
-        # A fixed N(0, I) prior is sampled exactly by z_0: no chain (as LatentEBM.sample_prior).
-        run_steps = steps if self.model.prior is not None or profile or trace_at else 0
-        z, info = langevin(u0, z0, run_steps, step_size, gen, trace=profile,
-                           trace_at=tuple(trace_at), noise=lc.noise0)
+        with torch.no_grad():
+            z, info = self.model.sample_prior(n, steps, step_size, gen, trace=profile,
+                                              trace_at=tuple(trace_at), record=self.model.energy)
         ids = self._decode_z(z, decode, temperature, seed, max_len)
         trace = [TracePoint(k, zk.detach(), self._energy(zk),
                             self.decode(self._decode_z(zk, decode, temperature, seed, max_len)))
                  for k, zk in sorted(info["z_at"].items())]
         return Samples(z=z, energy=self._energy(z), ids=ids, sentences=self.decode(ids),
                        steps=steps, step_size=step_size, decode=decode, seed=seed, trace=trace,
-                       profile=torch.stack(energies) if profile else None)
+                       profile=info["energies"] if profile else None)
 
     def sample(self, n: int, steps: int | None = None, step_size: float | None = None,
                decode: str = "sample", temperature: float = 1.0, seed: int | None = None,

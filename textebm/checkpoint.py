@@ -1,8 +1,10 @@
 """Run folders: atomic saves and safe loads of state_dicts, config JSON and vocabulary.
 
-A run folder holds `config.json`, `vocab.txt`, `checkpoint.pt` (state_dicts of the model and the
-optimisers, the step and torch's RNG state: tensors and plain containers only, so it loads with
-`torch.load(weights_only=True)`), `state.json` (python and numpy RNG states) and `metrics.jsonl`.
+A run folder holds `config.json`, `vocab.txt`, `checkpoint.pt` and `metrics.jsonl`. The checkpoint
+is one file with everything a resume needs, so weights and RNG states can never come from two
+different steps: state_dicts of the model and optimisers, the step, every RNG state (torch, CUDA
+where present, python, numpy) and any further training state (the persistent-chain bank);
+tensors and plain containers only, so it loads with `torch.load(weights_only=True)`.
 Every write goes to a temporary file that is then renamed, so an interrupted save never leaves a
 half-written checkpoint behind.
 """
@@ -20,7 +22,8 @@ import torch
 from corpora.vocab import Vocab
 from textebm.config import RunConfig
 
-CHECKPOINT, CONFIG, VOCAB, STATE = "checkpoint.pt", "config.json", "vocab.txt", "state.json"
+CHECKPOINT, CONFIG, VOCAB = "checkpoint.pt", "config.json", "vocab.txt"
+STATE = "state.json"  # RNG states of runs saved before they moved into checkpoint.pt
 
 
 class CheckpointError(Exception):
@@ -52,13 +55,14 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizers: dict, ste
     payload = {"model": model.state_dict(),
                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                "step": step, "torch_rng": torch.get_rng_state(), **(extra or {})}
+    if torch.cuda.is_available():
+        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+    py_state = random.getstate()
+    payload["python_rng"] = [py_state[0], list(py_state[1]), py_state[2]]
+    payload["numpy_rng"] = _np_state()
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write(run_dir / CHECKPOINT, buf.getvalue())
-    py_state = random.getstate()
-    write_json(run_dir / STATE, {"step": step,
-                                 "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
-                                 "numpy_rng": _np_state()})
 
 
 def _np_state() -> dict:
@@ -68,8 +72,10 @@ def _np_state() -> dict:
 
 
 def restore_rng(run_dir: Path, payload: dict) -> None:
-    torch.set_rng_state(payload["torch_rng"])
-    state = json.loads((run_dir / STATE).read_text())
+    torch.set_rng_state(payload["torch_rng"].cpu())
+    if "cuda_rng" in payload and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+    state = payload if "python_rng" in payload else json.loads((run_dir / STATE).read_text())
     v, internal, g = state["python_rng"]
     random.setstate((v, tuple(internal), g))
     n = state["numpy_rng"]

@@ -80,6 +80,7 @@ class TrainConfig:
     beta2: float = 0.999
     clip_decoder: float = 5.0
     clip_prior: float = 1.0
+    energy_reg: float = 0.0  # lambda of lambda*(E(z+)^2 + E(z-)^2) in the prior loss: keeps f bounded
     seed: int = 0
     eval_every: int = 1000
     save_every: int = 1000
@@ -87,6 +88,7 @@ class TrainConfig:
     samples_shown: int = 3
     train_split: str = "train"
     max_len: int = 400
+    on_long: str = "drop"    # longer lines: drop or cut (how the corpus was read)
     tokenizer: str = "word"
     vocab_size: int | None = None
     min_count: int = 1

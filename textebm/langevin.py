@@ -35,11 +35,13 @@ def step_sizes(steps: int, step_size: float | Sequence[float]) -> list[float]:
 
 def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float | Sequence[float],
              generator: torch.Generator | None = None, trace: bool = False,
-             trace_at: tuple[int, ...] = (), noise: float = 1.0) -> tuple[torch.Tensor, dict]:
+             trace_at: tuple[int, ...] = (), noise: float = 1.0,
+             record: Energy | None = None) -> tuple[torch.Tensor, dict]:
     """Run `steps` Langevin steps on `U = energy` from z: (B, D). Gradients are w.r.t. z only.
 
     Returns the final z (detached) and a dict with, if `trace`, `energies`: (steps+1, B) U along
-    the chain, and, for each k in `trace_at`, `z_at[k]`: (B, D) the state after k steps.
+    the chain (or `record(z_k)` where given, e.g. E(z) without the Gaussian term), and, for each
+    k in `trace_at`, `z_at[k]`: (B, D) the state after k steps.
     """
     info: dict = {"energies": [], "z_at": {}}
     z = z.detach()
@@ -53,7 +55,7 @@ def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float | Seq
             z = z.requires_grad_(True)
             u = energy(z)
             if trace:
-                info["energies"].append(u.detach())
+                info["energies"].append((u if record is None else record(z)).detach())
             if k == steps:
                 break
             (grad,) = torch.autograd.grad(u.sum(), z)

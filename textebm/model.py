@@ -65,13 +65,15 @@ class LatentEBM(nn.Module):
                      generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
         """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info.
 
-        `trace` passes `trace=True` (U0 along the chain) and/or `trace_at=(k, ...)` to `langevin`.
+        `trace` passes `trace=True` (U0 along the chain), `record`, `trace_at=(k, ...)` to
+        `langevin`. A fixed N(0, I) prior is sampled exactly by z_0, so no chain runs for it
+        unless something along the chain is asked for.
         """
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
         step_size = cfg.s0 if step_size is None else step_size
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
-        if self.prior is None and not trace:  # N(0, I) is sampled exactly; no chain needed
+        if self.prior is None and not (trace.get("trace") or trace.get("trace_at")):
             steps = 0
         return langevin(self.prior_energy, z0, steps, step_size, generator, noise=cfg.noise0,
                         **trace)
