@@ -21,7 +21,6 @@ finished epoch.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import time
@@ -35,7 +34,7 @@ from torch import nn
 
 from corpora.batching import Batches, frame, scored_tokens
 from corpora.vocab import PAD_ID, UNK_ID, Vocab
-from textebm.checkpoint import CheckpointError, atomic_write, write_json
+from corpora.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
 
 MODEL, CONFIG, VOCAB, TRAIN_STATE, HISTORY = ("lm.pt", "lm_config.json", "vocab.txt",
                                               "lm_train.pt", "lm_history.json")
@@ -180,12 +179,6 @@ def evaluate_ppl(model: LSTMLM, sentences: list[list[str]], vocab: Vocab, device
 
 # --- saving and loading ------------------------------------------------------------------------
 
-def _torch_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def save_lm(directory: str | Path, model: LSTMLM, cfg: LSTMLMConfig, vocab: Vocab) -> None:
     """Write `lm.pt` (state_dict), `lm_config.json` and `vocab.txt` into `directory`, atomically."""
     d = Path(directory)
@@ -195,7 +188,7 @@ def save_lm(directory: str | Path, model: LSTMLM, cfg: LSTMLMConfig, vocab: Voca
     write_json(d / CONFIG, {"lstm_lm": cfg.to_dict(), "vocab_size": len(vocab)})
     atomic_write(d / VOCAB, ("\n".join(vocab.itos) + "\n").encode())
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(d / MODEL, _torch_bytes(state))
+    atomic_write(d / MODEL, torch_bytes(state))
 
 
 def _load_config_vocab(d: Path) -> tuple[LSTMLMConfig, Vocab]:
@@ -213,23 +206,13 @@ def _load_config_vocab(d: Path) -> tuple[LSTMLMConfig, Vocab]:
     return cfg, vocab
 
 
-def _load_tensors(path: Path, device) -> dict:
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
-    except Exception as e:  # truncated file, wrong format, pickled objects: all unusable
-        raise CheckpointError(f"{path} is corrupted or not an LSTM LM checkpoint "
-                              f"({type(e).__name__})") from None
-
-
 def load_lm(directory: str | Path, device="cpu") -> tuple[LSTMLM, LSTMLMConfig, Vocab]:
     """Read a folder written by `save_lm`; the model comes back in eval mode on `device`."""
     d = Path(directory)
     cfg, vocab = _load_config_vocab(d)
     model = LSTMLM(len(vocab), cfg)
     try:
-        model.load_state_dict(_load_tensors(d / MODEL, device))
+        model.load_state_dict(load_tensors(d / MODEL, device, "LSTM LM checkpoint"))
     except RuntimeError as e:
         raise CheckpointError(f"{d / MODEL} does not fit its config ({str(e)[:200]})") from None
     return model.to(device).eval(), cfg, vocab
@@ -293,7 +276,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
         if not _same_recipe(saved_cfg, cfg) or saved_vocab.itos != vocab.itos:
             raise CheckpointError(f"{ckpt} holds an LSTM LM run with another config or vocabulary; "
                                   "use another folder")
-        payload = _load_tensors(ckpt / TRAIN_STATE, device)
+        payload = load_tensors(ckpt / TRAIN_STATE, device, "LSTM LM checkpoint")
         model.load_state_dict(payload["model"])
         best = payload["best"]
         st = payload["state"]
@@ -367,7 +350,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
             if bar:
                 bar.end_epoch(st["history"][-1])
             if ckpt is not None:
-                atomic_write(ckpt / TRAIN_STATE, _torch_bytes(
+                atomic_write(ckpt / TRAIN_STATE, torch_bytes(
                     {"model": model.state_dict(), "best": best, "state": st,
                      "rng": _rng_state(device)}))
                 write_json(ckpt / HISTORY, st["history"])

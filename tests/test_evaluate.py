@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from lm_eval.nll import NLLConfig, importance_nll
+from textebm.nll import NLLConfig, importance_nll
 from textebm.api import load
 
 runner = CliRunner()

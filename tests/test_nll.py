@@ -4,7 +4,7 @@ import math
 import torch
 
 from corpora.batching import frame
-from lm_eval.nll import NLLConfig, importance_nll, log_partition
+from textebm.nll import NLLConfig, importance_nll, log_partition
 from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
 from textebm.model import LatentEBM
 

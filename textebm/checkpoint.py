@@ -10,37 +10,20 @@ half-written checkpoint behind.
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from corpora.storage import (CheckpointError, atomic_write, load_tensors, torch_bytes,  # noqa: F401
+                             write_json)
 from corpora.vocab import Vocab
 from textebm.config import RunConfig
 
 CHECKPOINT, CONFIG, VOCAB = "checkpoint.pt", "config.json", "vocab.txt"
 STATE = "state.json"  # RNG states of runs saved before they moved into checkpoint.pt
-
-
-class CheckpointError(Exception):
-    """A missing, corrupted or mismatched checkpoint (reported in one line by the CLI)."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def save_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab) -> None:
@@ -60,9 +43,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizers: dict, ste
     py_state = random.getstate()
     payload["python_rng"] = [py_state[0], list(py_state[1]), py_state[2]]
     payload["numpy_rng"] = _np_state()
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write(run_dir / CHECKPOINT, buf.getvalue())
+    atomic_write(run_dir / CHECKPOINT, torch_bytes(payload))
 
 
 def _np_state() -> dict:
@@ -84,14 +65,7 @@ def restore_rng(run_dir: Path, payload: dict) -> None:
 
 
 def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, wrong format, pickled objects: all unusable
-        raise CheckpointError(f"{path} is corrupted or not a textebm checkpoint "
-                              f"({type(e).__name__})") from None
+    return load_tensors(Path(run_dir) / CHECKPOINT, map_location, "textebm checkpoint")
 
 
 def load_run_files(run_dir: Path) -> tuple[RunConfig, Vocab]:

@@ -2,7 +2,7 @@
 
     samples (prior chain, K0 steps; ancestral or greedy decoding) -> samples.txt
     FPPL / RPPL of the samples (lm_eval.perplexity, n-gram or LSTM LM)
-    importance-weighted NLL of the test split (lm_eval.nll), through the run's own tokenizer
+    importance-weighted NLL of the test split (textebm.nll), through the run's own tokenizer
     latent diagnostics (textebm.diagnostics): gap, active units, I(x;z); on demo also the topic
     probe, the share of samples the grammar cannot emit and their exact NLL/token
 -> eval.json, eval.md (a row in the layout of Table 2 beside the paper's numbers).
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval.nll import NLLConfig, importance_nll
+from textebm.nll import NLLConfig, importance_nll
 from lm_eval.perplexity import PPLConfig, perplexities
 from textebm import diagnostics
 from textebm.api import TextEBM

@@ -28,6 +28,7 @@ class NLLConfig:
     min_std: float = 0.05
     logz_samples: int = 200_000
     batch_size: int = 32
+    max_tokens: int = 40_000  # cap on (rows x positions) of one decoder call: bounds the logits
     seed: int = 0
 
 
@@ -73,7 +74,10 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     z = mu + std * eps                                                     # (B, M, D)
     with torch.no_grad():
         flat = z.reshape(B * M, D)
-        log_px = model.decoder.log_prob(x.repeat_interleave(M, 0), flat).view(B, M)
+        xs = x.repeat_interleave(M, 0)
+        rows = max(1, cfg.max_tokens // x.size(1))  # Yahoo-length x: a few hundred rows a call
+        log_px = torch.cat([model.decoder.log_prob(xs[i:i + rows], flat[i:i + rows])
+                            for i in range(0, B * M, rows)]).view(B, M)
         log_prior = (-model.prior_energy(flat) - 0.5 * D * LOG_2PI).view(B, M) - log_z
         log_q = _log_normal(z, mu, std)
         log_w = (log_px + log_prior - log_q).double()
