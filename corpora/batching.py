@@ -34,6 +34,21 @@ def scored_tokens(x: torch.Tensor) -> torch.Tensor:
     return (x[:, 1:] != PAD_ID).sum(1)
 
 
+def sentence_log_probs(states: torch.Tensor, x: torch.Tensor, project) -> torch.Tensor:
+    """log p(x) per sentence from an autoregressive model's states, summed over the scored
+    targets (words and `</s>`; never `<s>` or padding).
+
+    states: (B, T-1, H), the state before each target of the framed x: (B, T); `project` maps
+    (N, H) states to (N, V) logits and runs only at the N real targets (padding costs nothing).
+    -> (B,).
+    """
+    tgt = x[:, 1:]
+    mask = tgt != PAD_ID
+    tok_lp = -torch.nn.functional.cross_entropy(project(states[mask]), tgt[mask], reduction="none")
+    rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
+    return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
+
+
 def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
                 bucket: bool = True) -> list[np.ndarray]:
     """Index arrays of one epoch's batches; a deterministic function of its arguments."""
@@ -46,12 +61,23 @@ def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in order]
 
 
-def by_length(data: Sequence[Sequence[int]], batch_size: int) -> Iterator[np.ndarray]:
-    """Index arrays over `data` in length order, `batch_size` at a time: every item once, little
-    padding, no randomness (for evaluation, inference and scoring)."""
-    order = np.argsort([len(s) for s in data], kind="stable")
-    for i in range(0, len(order), batch_size):
-        yield order[i:i + batch_size]
+def by_length(data: Sequence[Sequence[int]], batch_size: int,
+              max_tokens: int | None = None) -> Iterator[np.ndarray]:
+    """Index arrays over `data` in length order: every item once, little padding, no randomness
+    (for evaluation, inference and scoring). Each batch holds at most `batch_size` items and, with
+    `max_tokens`, at most that many target positions (items x (longest + 1)) unless it is a single
+    item, so that the (positions, V) logits of long documents stay bounded."""
+    width = np.fromiter((len(s) + 1 for s in data), dtype=np.int64, count=len(data))
+    order = np.argsort(width, kind="stable")
+    start = 0
+    while start < len(order):
+        n = min(batch_size, len(order) - start)
+        if max_tokens is not None:
+            # Widths ascend within the order, so n * (width of the n-th) grows with n.
+            fits = np.arange(1, n + 1) * width[order[start:start + n]] <= max_tokens
+            n = max(1, int(fits.sum()))
+        yield order[start:start + n]
+        start += n
 
 
 @dataclass

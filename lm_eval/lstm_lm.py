@@ -27,13 +27,12 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from corpora.batching import Batches, frame, scored_tokens
-from corpora.vocab import PAD_ID, UNK_ID, Vocab
+from corpora.batching import Batches, by_length, frame, scored_tokens, sentence_log_probs
+from corpora.vocab import UNK_ID, Vocab
 from corpora.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
 
 MODEL, CONFIG, VOCAB, TRAIN_STATE, HISTORY = ("lm.pt", "lm_config.json", "vocab.txt",
@@ -112,12 +111,7 @@ class LSTMLM(nn.Module):
         x: (B, T) long, framed `<s> w1 .. wn </s> <pad>..` -> (B,). The output projection and the
         softmax run only at real (non-pad) target positions.
         """
-        tgt = x[:, 1:]
-        mask = tgt != PAD_ID
-        h = self.drop(self._states(x)[mask])                       # (N, H), N real targets
-        tok_lp = -F.cross_entropy(self.proj(h), tgt[mask], reduction="none")
-        rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
-        return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
+        return sentence_log_probs(self._states(x), x, lambda h: self.proj(self.drop(h)))
 
     def next_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """The full next-word distribution at every position. x: (B, T) -> (B, T-1, V) log-probs.
@@ -130,19 +124,9 @@ class LSTMLM(nn.Module):
 # --- evaluation --------------------------------------------------------------------------------
 
 def _sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
-    """Framed batches of sentences of similar length (evaluation order does not matter), each
-    with at most `batch_size` sentences and, beyond one sentence, at most `max_tokens` target
-    positions, so that the (positions, V) logits of long documents stay bounded."""
-    width = np.fromiter((len(s) + 1 for s in ids), dtype=np.int64, count=len(ids))
-    order = np.argsort(width, kind="stable")
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while (end < len(order) and end - start < batch_size
-               and (end - start + 1) * width[order[end]] <= max_tokens):
-            end += 1
-        yield frame([ids[j] for j in order[start:end]])
-        start = end
+    """Framed batches of similar length, capped in sentences and in target positions."""
+    for ix in by_length(ids, batch_size, max_tokens):
+        yield frame([ids[j] for j in ix])
 
 
 @torch.no_grad()

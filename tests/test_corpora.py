@@ -315,3 +315,18 @@ def test_subword_errors(tmp_path):
         SubwordTokenizer.train([["a", "b"]], 1000, tmp_path / "m")
     with pytest.raises(CorpusError, match="missing sentencepiece model"):
         SubwordTokenizer.load(tmp_path / "none.model")
+
+
+def test_by_length_caps_tokens_per_batch_and_visits_every_item_once():
+    from corpora.batching import by_length
+    rng = np.random.default_rng(0)
+    data = [[5] * int(n) for n in rng.integers(1, 300, size=500)]
+    batches = list(by_length(data, batch_size=64, max_tokens=2000))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(500))
+    for b in batches:
+        width = max(len(data[i]) + 1 for i in b)
+        assert len(b) <= 64 and (len(b) == 1 or len(b) * width <= 2000)
+    # Without the cap: fixed-size batches in length order.
+    plain = list(by_length(data, 64))
+    assert [len(b) for b in plain] == [64] * 7 + [500 - 7 * 64]

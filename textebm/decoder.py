@@ -7,9 +7,9 @@ and LSTM outputs; every parameter initialised from Unif(-0.1, 0.1) (paper B.1).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from corpora.batching import sentence_log_probs
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID
 from textebm.config import DecoderConfig
 
@@ -36,15 +36,11 @@ class LSTMDecoder(nn.Module):
         x: (B, T) long, framed `<s> w1 .. wn </s> <pad>..`; z: (B, D) -> (B,).
         The output projection and softmax run only at real (non-pad) target positions.
         """
-        inp, tgt = x[:, :-1], x[:, 1:]
-        mask = tgt != PAD_ID
+        inp = x[:, :-1]
         emb = self.drop(self.embed(inp))
         zz = z.unsqueeze(1).expand(-1, inp.size(1), -1)
         out, _ = self.lstm(torch.cat([emb, zz], -1), self._init_state(z))
-        h = self.drop(out[mask])                                  # (N, H), N real targets
-        tok_lp = -F.cross_entropy(self.proj(h), tgt[mask], reduction="none")
-        rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
-        return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
+        return sentence_log_probs(out, x, lambda h: self.proj(self.drop(h)))
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_len: int = 60, greedy: bool = False,

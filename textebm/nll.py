@@ -95,7 +95,7 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     total, tokens = 0.0, 0
-    for ix in by_length(ids, cfg.batch_size):
+    for ix in by_length(ids, cfg.batch_size, cfg.max_tokens // cfg.chains):
         batch = [ids[j] for j in ix]
         total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
         tokens += sum(len(s) + 1 for s in batch)
