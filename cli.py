@@ -205,7 +205,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
 
 CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpoint.pt). Default: "
                           "the latest run (runs/latest, $TEXTEBM_RUNS to move runs/).")
-DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 
 
 def _open_run(checkpoint: Optional[Path], device: str):
@@ -266,10 +266,10 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     except ValueError:
         raise ValueError(f"--trace takes comma-separated step numbers such as 0,40,100, "
                          f"got {trace!r}") from None
-    m = _open_run(checkpoint, device)
+    tm = _open_run(checkpoint, device)
     if steps is None and trace_at:
-        steps = max(m.config.langevin.k0, trace_at[-1])
-    s = m.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
+        steps = max(tm.config.langevin.k0, trace_at[-1])
+    s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
                         trace_at=trace_at, profile=bool(trace_at or plot))
     norms = s.z.norm(dim=-1).tolist()
     energies = s.energy.tolist()
@@ -313,9 +313,9 @@ def reconstruct(input_file: Path = typer.Option(..., "--input", exists=True, dir
     and NLL per token (-log p(x|z) at the inferred z)."""
     from corpora.preprocess import read_lines
     sentences = [ln for ln in read_lines(input_file) if ln.strip()]
-    m = _open_run(checkpoint, device)
-    _note_unknown(m.encode(sentences).unknown)
-    r = m.reconstruct(sentences, steps=steps, seed=seed)
+    tm = _open_run(checkpoint, device)
+    _note_unknown(tm.encode(sentences).unknown)
+    r = tm.reconstruct(sentences, steps=steps, seed=seed)
     for ref, hyp, acc in zip(r.references, r.sentences, r.per_sentence_accuracy):
         print(f"> {ref}\n< {hyp}   [{acc:.0%}]")
     print(f"token accuracy {r.token_accuracy:.4f} (position-wise, </s> included) and NLL "
@@ -335,9 +335,9 @@ def interpolate(a: str = typer.Argument(..., help="First sentence (t = 0)."),
                 seed: int = typer.Option(0, "--seed", help="Seed of the posterior chains."),
                 device: str = DEVICE):
     """Infer z for both sentences and decode greedily along the straight line between them."""
-    m = _open_run(checkpoint, device)
-    _note_unknown(m.encode([a, b]).unknown)
-    r = m.interpolate(a, b, points=points, steps=steps, seed=seed)
+    tm = _open_run(checkpoint, device)
+    _note_unknown(tm.encode([a, b]).unknown)
+    r = tm.interpolate(a, b, points=points, steps=steps, seed=seed)
     for t, sent in zip(r.t.tolist(), r.sentences):
         print(f"t={t:.2f}  {sent}")
 

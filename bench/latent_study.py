@@ -102,6 +102,23 @@ def table(path: str) -> str:
                                             for k, _, fmt in COLUMNS) + " |\n" for r in rows)
 
 
+def update_latent(path: str, out_root: str, eval_sentences: int, seed: int = 0) -> None:
+    """Recompute active units and I(x;z) (the corrected estimators) of every row of a JSONL file
+    from its run folder, in place: cheaper than re-measuring the whole row."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        run_dir = Path(out_root) / row["corpus"] / f"{row['setting']}-{row['prior']}"
+        tm = load(run_dir)
+        corpus = load_corpus(row["corpus"], data_dir=row.get("data_dir"))
+        valid = [tm.vocab.encode(s) for s in corpus.split("valid")[:eval_sentences]]
+        z = diagnostics.posterior_chains(tm.model, valid, 6, seed + 1)
+        row.update(active_units=diagnostics.active_units(z),
+                   mutual_info=diagnostics.mutual_information(z, held_out=2))
+        lines.append(json.dumps(row))
+    Path(path).write_text("".join(x + "\n" for x in lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", default="demo")
@@ -118,7 +135,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure-only", action="store_true", help="re-measure existing run folders")
     ap.add_argument("--table", default=None, help="print a markdown table of a JSONL file and exit")
+    ap.add_argument("--update-latent", default=None, help="recompute AU and I(x;z) of a JSONL file")
     a = ap.parse_args()
+    if a.update_latent:
+        torch.set_num_threads(a.threads)
+        update_latent(a.update_latent, a.out, a.eval_sentences, a.seed)
+        return
     if a.table:
         print(table(a.table), end="")
         return
@@ -142,7 +164,7 @@ def main() -> None:
                 t0 = time.time()
                 summary = train(cfg, corpus, Run(run_dir, torch.device("cpu"), progress=False))
                 wall = time.time() - t0
-            row = {"corpus": a.corpus, "setting": setting + a.tag, "prior": prior,
+            row = {"corpus": a.corpus, "data_dir": a.data_dir, "setting": setting + a.tag, "prior": prior,
                    "steps": summary["step"], "train_seconds": round(wall, 1),
                    "threads": a.threads,
                    "langevin": json.loads((run_dir / "config.json").read_text())["langevin"],

@@ -20,7 +20,7 @@ from corpora.preprocess import ReadStats, read_lines, read_sentences, snli_token
 
 NAMED = ("ptb", "yahoo", "snli", "demo")
 SPLITS = ("train", "valid", "test")
-DEFAULT_MAX_LEN = 400
+READ_MAX_LEN = 400
 
 PTB_SHA256 = {
     "train": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
@@ -55,7 +55,7 @@ class Corpus:
     files: dict[str, Path]
     expected: dict[str, list[Path]]
     source: str
-    max_len: int = DEFAULT_MAX_LEN
+    max_len: int = READ_MAX_LEN
     on_long: str = "drop"
     train_split: str = "train"
     stats: dict[str, ReadStats] = field(default_factory=dict)
@@ -227,7 +227,7 @@ def download(name: str) -> Path:
                       f"(as DIR/{name}/...)")
 
 
-def load_corpus(name: str, data_dir: str | Path | None = None, max_len: int = DEFAULT_MAX_LEN,
+def load_corpus(name: str, data_dir: str | Path | None = None, max_len: int = READ_MAX_LEN,
                 on_long: str = "drop", train_split: str = "train") -> Corpus:
     """Locate a corpus by name or path; files are read lazily by `Corpus.split`."""
     if train_split not in SPLITS:

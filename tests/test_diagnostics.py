@@ -8,8 +8,8 @@ import torch
 from corpora import demo
 from corpora.vocab import Vocab
 from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
-from textebm.diagnostics import (_probe_accuracy, grammar_checks, latent_use, mutual_information,
-                                 posterior_chains)
+from textebm.diagnostics import (_probe_accuracy, active_units, grammar_checks, latent_use,
+                                 mutual_information, posterior_chains)
 from textebm.model import LatentEBM
 
 
@@ -23,6 +23,20 @@ def test_mutual_information_spans_zero_to_log_n():
     # Every sentence with the same posterior: z says nothing about x.
     same = torch.randn(1, 6, 4, generator=gen).expand(n, 6, 4)
     assert abs(mutual_information(same.contiguous())) < 1e-6
+
+
+def test_chains_that_only_scatter_carry_no_information_and_no_active_units():
+    """A collapsed model's chains scatter around one shared posterior N(0, I): with 4 chains in
+    32 dimensions a fit-and-score-the-same-points estimate would report ~4 nats and every unit
+    active; held-out scoring and the within-chain correction report ~0."""
+    gen = torch.Generator().manual_seed(0)
+    scatter = torch.randn(300, 6, 32, generator=gen)
+    assert abs(mutual_information(scatter, held_out=2)) < 0.5
+    assert active_units(scatter) == 0
+    # One dimension whose posterior mean does vary with x (variance 1): exactly one active unit.
+    shifted = scatter.clone()
+    shifted[:, :, 0] += torch.randn(300, 1, generator=gen)
+    assert active_units(shifted) == 1
 
 
 def test_grammar_checks_score_samples_against_the_grammar():

@@ -31,8 +31,8 @@ from textebm.model import LatentEBM
 DECODE_MODES = ("sample", "greedy")
 # Longest decoded sentence when the caller does not say (tokens, `</s>` included). Yahoo
 # documents average ~79 tokens, the other corpora stay far below 100.
-DEFAULT_MAX_LEN = {"yahoo": 300}
-DEFAULT_MAX_LEN_OTHER = 100
+DECODE_MAX_LEN = {"yahoo": 300}  # longest decoded sentence, in tokens, per corpus
+DECODE_MAX_LEN_OTHER = 100
 # Offset between the chain's seed and the decoder's seed: decoding draws from its own stream,
 # so the sentence decoded at a trace step K equals the final sample of a K-step chain.
 _DECODE_SEED_OFFSET = 7919
@@ -152,7 +152,7 @@ class TextEBM:
         return self.model.latent_dim
 
     def default_max_len(self) -> int:
-        return DEFAULT_MAX_LEN.get(Path(self.config.train.corpus).name, DEFAULT_MAX_LEN_OTHER)
+        return DECODE_MAX_LEN.get(Path(self.config.train.corpus).name, DECODE_MAX_LEN_OTHER)
 
     # ---- text <-> ids -------------------------------------------------------------------
     def encode(self, sentences: Sequence[str | Sequence[str]]) -> Encoded:

@@ -30,7 +30,7 @@ from corpora.vocab import Vocab
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
 from textebm.config import RunConfig
-from textebm.diagnostics import mutual_information, posterior_chains, recon_nll
+from textebm.diagnostics import active_units, mutual_information, posterior_chains, recon_nll
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
@@ -98,16 +98,15 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
 
 def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
     """Validation NLL/token at the posterior z (the run's own chain) and at random z, whose
-    difference is the latent gap, plus active units and I(x; z) on up to 200 sentences."""
+    difference is the latent gap, plus active units and I(x; z) on up to 100 sentences."""
     post = recon_nll(model, valid_ids, seed)
     rand = recon_nll(model, valid_ids, seed, infer=False)
-    z = posterior_chains(model, valid_ids[:200], 2, seed + 1)
+    z = posterior_chains(model, valid_ids[:100], 4, seed + 1)
     return {"val_recon_nll_tok": post, "val_random_z_nll_tok": rand, "val_gap": rand - post,
-            "active_units": int((z.mean(1).var(0) > 0.01).sum()),
-            "mutual_info": mutual_information(z)}
+            "active_units": active_units(z), "mutual_info": mutual_information(z)}
 
 
-def show_samples(model: LatentEBM, vocab: Vocab, n: int, seed: int,
+def sample_sentences(model: LatentEBM, vocab: Vocab, n: int, seed: int,
                  tokenizer: SubwordTokenizer | None = None) -> list[str]:
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -183,7 +182,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
     bar = _progress(run.progress, t.max_steps, step)
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
-    m: dict = {}
+    metrics: dict = {}
     t0, tokens_seen = time.time(), 0
     stop = _StopOnInterrupt()
     try:
@@ -196,10 +195,10 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             ix = epoch_cache[epoch][pos]
             x = frame([train_ids[i] for i in ix]).to(run.device)
             rows = torch.as_tensor(ix, device=run.device)
-            m, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows])
+            metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows])
             if bank is not None:
                 bank[rows] = z_pos
-            bad = [k for k, v in m.items() if not math.isfinite(v)]
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 raise DivergenceError(
                     f"step {step + 1}: {', '.join(bad)} became NaN/inf. The last good checkpoint "
@@ -208,14 +207,14 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             step += 1
             ntok = int(scored_tokens(x).sum())
             tokens_seen += ntok
-            m.update(step=step, epoch=epoch, tokens=ntok,
+            metrics.update(step=step, epoch=epoch, tokens=ntok,
                      tok_s=tokens_seen / max(time.time() - t0, 1e-9))
-            metrics_f.write(json.dumps(m) + "\n")
+            metrics_f.write(json.dumps(metrics) + "\n")
             if bar:
-                bar.update(step, m, last_eval)
+                bar.update(step, metrics, last_eval)
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
-                             "samples": show_samples(model, vocab, t.samples_shown, t.seed + 2,
+                             "samples": sample_sentences(model, vocab, t.samples_shown, t.seed + 2,
                                                      tokenizer)}
                 metrics_f.write(json.dumps(last_eval) + "\n")
                 metrics_f.flush()
@@ -233,7 +232,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             bar.close()
     save_checkpoint(out, model, opts, step, extra)
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
-               "final_train_nll_tok": m.get("nll_tok"),
+               "final_train_nll_tok": metrics.get("nll_tok"),
                "last_eval": last_eval, "seconds": time.time() - t0}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -271,10 +270,10 @@ class _Bar:
         self.task = self.p.add_task("train", total=total, completed=start, info="")
         self.p.start()
 
-    def update(self, step: int, m: dict, ev: dict) -> None:
-        info = f"{m['tok_s']:.0f} tok/s  nll/tok {m['nll_tok']:.3f}"
-        if "gap" in m:
-            info += f"  E+ - E- {m['gap']:+.3f}"
+    def update(self, step: int, metrics: dict, ev: dict) -> None:
+        info = f"{metrics['tok_s']:.0f} tok/s  nll/tok {metrics['nll_tok']:.3f}"
+        if "gap" in metrics:
+            info += f"  E+ - E- {metrics['gap']:+.3f}"
         if ev:
             info += f"  val {ev['val_recon_nll_tok']:.3f}"
         self.p.update(self.task, completed=step, info=info)
