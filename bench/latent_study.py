@@ -97,9 +97,10 @@ COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "st
 def table(path: str) -> str:
     """A markdown table of the JSON lines in `path` (the README's study table)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    return head + "".join("| " + " | ".join(fmt.format(r[k]) if k in r else "–"
-                                            for k, _, fmt in COLUMNS) + " |\n" for r in rows)
+    head = "| # | " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1) + "\n"
+    return head + "".join(f"| {i} | " + " | ".join(fmt.format(r[k]) if k in r else "–"
+                                                   for k, _, fmt in COLUMNS) + " |\n"
+                          for i, r in enumerate(rows, 1))
 
 
 def update_latent(path: str, out_root: str, eval_sentences: int, seed: int = 0) -> None:
