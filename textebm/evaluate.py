@@ -50,6 +50,13 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
                empty_samples=cfg.num_samples - len(samples), run=str(run_dir), seed=cfg.seed,
                posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")
+    read = corpus.stats.get("test")
+    if read is not None:
+        # The test split is read with the run's own max_len / on_long; say what that left out.
+        res["test_read"] = read.as_dict()
+        if read.long_dropped:
+            log(f"note: {read.long_dropped} test sentences longer than {corpus.max_len} tokens "
+                f"were dropped (the run's max_len; on_long={corpus.on_long})")
     if cfg.nll_sentences >= 0:
         sents = test[:cfg.nll_sentences] if cfg.nll_sentences else test
         ids = tm.encode(sents).ids        # the run's tokenizer: words, or its spm pieces
