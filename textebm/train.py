@@ -30,7 +30,7 @@ from corpora.vocab import Vocab
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
 from textebm.config import RunConfig
-from textebm.diagnostics import active_units, mutual_information, posterior_chains, recon_nll
+from textebm.diagnostics import latent_use
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
@@ -99,11 +99,10 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
 def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
     """Validation NLL/token at the posterior z (the run's own chain) and at random z, whose
     difference is the latent gap, plus active units and I(x; z) on up to 100 sentences."""
-    post = recon_nll(model, valid_ids, seed)
-    rand = recon_nll(model, valid_ids, seed, infer=False)
-    z = posterior_chains(model, valid_ids[:100], 4, seed + 1)
-    return {"val_recon_nll_tok": post, "val_random_z_nll_tok": rand, "val_gap": rand - post,
-            "active_units": active_units(z), "mutual_info": mutual_information(z)}
+    d = latent_use(model, valid_ids, seed, chains=4, gap_steps=None, chain_sentences=100)
+    return {"val_recon_nll_tok": d["nll_tok_posterior_z"], "val_random_z_nll_tok": d["nll_tok_random_z"],
+            "val_gap": d["gap_nats_tok"], "active_units": d["active_units"],
+            "mutual_info": d["mutual_info"]}
 
 
 def sample_sentences(model: LatentEBM, vocab: Vocab, n: int, seed: int,
