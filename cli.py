@@ -124,7 +124,11 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           s1_schedule: Optional[str] = typer.Option(None, "--s1-schedule", help="Posterior step sizes "
                                                     "per step, e.g. 0.8,0.5,0.2,0.1 (the last repeats); "
                                                     "'none' for a constant --s1."),
-          noise0: Optional[float] = typer.Option(None, "--noise0", help="Prior chain noise scale (1: Langevin)."),
+          noise0: Optional[float] = typer.Option(None, "--noise0", help="Prior chain noise scale in "
+                                                 "training (1: Langevin)."),
+          sample_noise0: Optional[float] = typer.Option(None, "--sample-noise0", help="Prior chain "
+                                                        "noise scale when drawing samples (sample, "
+                                                        "evaluate; default 0.8, 'paper' preset 1)."),
           noise1: Optional[float] = typer.Option(None, "--noise1", help="Posterior chain noise scale "
                                                  "(1: Langevin; <1 a colder posterior; 0 gradient descent)."),
           posterior_init: Optional[str] = typer.Option(None, "--posterior-init", help="Where the posterior "
@@ -164,7 +168,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
-                        "init1": posterior_init,
+                        "sample_noise0": sample_noise0, "init1": posterior_init,
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
            "prior": {"kind": prior}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
@@ -257,6 +261,8 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                  "tokens (default 100; 300 for yahoo)."),
            step_size: Optional[float] = typer.Option(None, "--step-size", help="Prior Langevin "
                                                      "step size s (default: the run's s0)."),
+           noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
+                                                 "(default: the run's sample_noise0; 1: Langevin)."),
            device: str = DEVICE):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
     from textebm.api import plot_energy_profile, profile_summary
@@ -270,7 +276,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
-                        trace_at=trace_at, profile=bool(trace_at or plot))
+                        trace_at=trace_at, profile=bool(trace_at or plot), noise=noise)
     norms = s.z.norm(dim=-1).tolist()
     energies = s.energy.tolist()
     lines = []

@@ -63,7 +63,7 @@ def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: in
     out = diagnostics.latent_use(model, valid, seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        z, _ = model.sample_prior(n_samples, generator=gen)
+        z, _ = model.sample_prior(n_samples, generator=gen, noise=model.langevin_cfg.sampling_noise())
         ids = model.decoder.generate(z, max_len=60, generator=gen)
     samples = [vocab.decode(row.tolist()) for row in ids]
     nonempty = [s for s in samples if s]

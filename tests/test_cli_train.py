@@ -60,15 +60,17 @@ def test_posterior_options_reach_the_run_config(tmp_path):
     out = tmp_path / "r"
     r = runner.invoke(app, ["train", "demo", "--out", str(out), "--posterior", "sri",
                             "--noise1", "0.3", "--posterior-init", "persistent", "--noise0", "0.9",
+                            "--sample-noise0", "0.7",
                             *TINY])
     assert r.exit_code == 0, r.output
     lc = json.loads((out / "config.json").read_text())["langevin"]
     # The preset sets the schedule; the explicit options win over it; everything is recorded.
     assert lc["s1_schedule"][:3] == [0.8, 0.7, 0.6] and lc["noise1"] == 0.3
-    assert lc["init1"] == "persistent" and lc["noise0"] == 0.9
+    assert lc["init1"] == "persistent" and lc["noise0"] == 0.9 and lc["sample_noise0"] == 0.7
     r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "p"), "--posterior", "paper", *TINY])
     lc = json.loads((tmp_path / "p" / "config.json").read_text())["langevin"]
     assert (lc["s1"], lc["s1_schedule"], lc["noise1"], lc["init1"]) == (0.1, [], 1.0, "noise")
+    assert lc["sample_noise0"] is None  # Table 5 samples with the training chain (noise 1)
     for bad in (["--posterior", "nope"], ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
         assert r.exit_code == 2 and "Traceback" not in r.output, bad

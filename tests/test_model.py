@@ -101,3 +101,24 @@ def test_infer_uses_the_runs_posterior_settings_and_starts_from_the_encoder():
     c, _ = m.infer(x, step_size=0.1)                # another step size: another end point
     assert not torch.allclose(a, c)
     assert m.infer(x, z0=torch.zeros(2, 4), steps=0)[0].abs().sum() == 0  # warm start is used
+
+
+def test_prior_sample_noise_scale():
+    # EBM: noise 0 is gradient descent on U0 = E(z) + |z|^2/2 from the same z0 (by hand here).
+    m = tiny_model().eval()
+    z, _ = m.sample_prior(6, generator=torch.Generator().manual_seed(1), noise=0.0)
+    ref = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    for _ in range(10):
+        ref = ref.requires_grad_(True)
+        (g,) = torch.autograd.grad((m.energy(ref) + 0.5 * ref.pow(2).sum(1)).sum(), ref)
+        ref = (ref - 0.5 * 0.4 ** 2 * g).detach()
+    torch.testing.assert_close(z, ref)
+    # The training chain keeps noise0 whatever sample_noise0 says.
+    m.langevin_cfg.sample_noise0 = 0.0
+    a, _ = m.sample_prior(6, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, z)
+    # Fixed N(0, I) prior: noise c samples N(0, c^2 I) exactly, the chain's stationary law.
+    g = tiny_model("gaussian").eval()
+    one, _ = g.sample_prior(500, generator=torch.Generator().manual_seed(2))
+    half, _ = g.sample_prior(500, generator=torch.Generator().manual_seed(2), noise=0.5)
+    torch.testing.assert_close(half, 0.5 * one)

@@ -72,6 +72,17 @@ def test_sample_is_deterministic_for_a_seed(m):
     assert all(isinstance(s, str) for s in a)
 
 
+def test_sample_noise_is_the_runs_unless_given(m):
+    lc = m.config.langevin
+    s = m.sample_chains(5, steps=10, seed=2)
+    assert s.noise == lc.sampling_noise()
+    torch.testing.assert_close(s.z, m.sample_chains(5, steps=10, seed=2, noise=s.noise).z)
+    hot = m.sample_chains(5, steps=10, seed=2, noise=s.noise + 0.5)
+    assert hot.noise == s.noise + 0.5 and not torch.allclose(hot.z, s.z)
+    with pytest.raises(ValueError):
+        m.sample_chains(5, noise=-1.0)
+
+
 def test_sample_chains_shapes_and_energy(m):
     s = m.sample_chains(6, steps=10, seed=1)
     assert s.z.shape == (6, 32) and s.energy.shape == (6,) and s.ids.shape[0] == 6

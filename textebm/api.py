@@ -68,6 +68,7 @@ class Samples:
     sentences: list[str]
     steps: int
     step_size: float
+    noise: float
     decode: str
     seed: int
     trace: list[TracePoint] = field(default_factory=list)
@@ -186,9 +187,10 @@ class TextEBM:
     def sample_chains(self, n: int, steps: int | None = None, step_size: float | None = None,
                       decode: str = "sample", temperature: float = 1.0, seed: int | None = None,
                       max_len: int | None = None, trace_at: Sequence[int] = (),
-                      profile: bool = False) -> Samples:
+                      profile: bool = False, noise: float | None = None) -> Samples:
         """n prior chains: z_0 ~ N(0, I), `steps` Langevin steps on U0(z) = E(z) + ||z||^2/2
-        (default K0, s0 of the run), then one sentence per z (ancestral or greedy).
+        (default K0, s0 of the run), then one sentence per z (ancestral or greedy). `noise`: the
+        chain's noise scale (default the run's `sampling_noise()`; 1 = Langevin on U0).
 
         `trace_at`: also decode the same chains after those steps (paper Table 3); `profile`:
         record E(z_k) at every step k. Only the current z is kept, so `steps=2500` costs no
@@ -197,11 +199,14 @@ class TextEBM:
         lc = self.config.langevin
         steps = lc.k0 if steps is None else int(steps)
         step_size = lc.s0 if step_size is None else float(step_size)
+        noise = lc.sampling_noise() if noise is None else float(noise)
         max_len = self.default_max_len() if max_len is None else int(max_len)
         if n < 1:
             raise ValueError(f"the number of samples must be >= 1, got {n}")
         if steps < 0 or step_size <= 0:
             raise ValueError(f"need steps >= 0 and step size > 0, got {steps} and {step_size}")
+        if noise < 0:
+            raise ValueError(f"the chain's noise scale must be >= 0, got {noise}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         if temperature <= 0:
@@ -216,14 +221,15 @@ class TextEBM:
 
         gen = _generator(self.device, seed)
         with torch.no_grad():
-            z, info = self.model.sample_prior(n, steps, step_size, gen, trace=profile,
+            z, info = self.model.sample_prior(n, steps, step_size, gen, noise, trace=profile,
                                               trace_at=tuple(trace_at), record=self.model.energy)
         ids = self._decode_z(z, decode, temperature, seed, max_len)
         trace = [TracePoint(k, zk.detach(), self._energy(zk),
                             self.decode(self._decode_z(zk, decode, temperature, seed, max_len)))
                  for k, zk in sorted(info["z_at"].items())]
         return Samples(z=z, energy=self._energy(z), ids=ids, sentences=self.decode(ids),
-                       steps=steps, step_size=step_size, decode=decode, seed=seed, trace=trace,
+                       steps=steps, step_size=step_size, noise=noise, decode=decode, seed=seed,
+                       trace=trace,
                        profile=info["energies"] if profile else None)
 
     def sample(self, n: int, steps: int | None = None, step_size: float | None = None,

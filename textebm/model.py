@@ -62,21 +62,24 @@ class LatentEBM(nn.Module):
         return -self.posterior_energy(z, x) + log_p0_const
 
     def sample_prior(self, n: int, steps: int | None = None, step_size: float | None = None,
-                     generator: torch.Generator | None = None, **trace) -> tuple[torch.Tensor, dict]:
+                     generator: torch.Generator | None = None, noise: float | None = None,
+                     **trace) -> tuple[torch.Tensor, dict]:
         """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info.
 
-        `trace` passes `trace=True` (U0 along the chain), `record`, `trace_at=(k, ...)` to
-        `langevin`. A fixed N(0, I) prior is sampled exactly by z_0, so no chain runs for it
-        unless something along the chain is asked for.
+        `noise` is the chain's noise scale (default: the training chain's noise0; samples for
+        people use `langevin_cfg.sampling_noise()`). `trace` passes `trace=True` (U0 along the
+        chain), `record`, `trace_at=(k, ...)` to `langevin`. A fixed N(0, I) prior is sampled
+        exactly, with no chain unless something along the chain is asked for: noise c is then
+        z_0 * c, the stationary law N(0, c^2 I) of the chain at that noise.
         """
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
         step_size = cfg.s0 if step_size is None else step_size
+        noise = cfg.noise0 if noise is None else noise
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
         if self.prior is None and not (trace.get("trace") or trace.get("trace_at")):
-            steps = 0
-        return langevin(self.prior_energy, z0, steps, step_size, generator, noise=cfg.noise0,
-                        **trace)
+            return langevin(self.prior_energy, z0 * noise, 0, step_size, generator, **trace)
+        return langevin(self.prior_energy, z0, steps, step_size, generator, noise=noise, **trace)
 
     def chain_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Where a posterior chain for x starts when no warm start is given: the amortized guess

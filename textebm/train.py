@@ -109,7 +109,7 @@ def sample_sentences(model: LatentEBM, vocab: Vocab, n: int, seed: int,
                  tokenizer: SubwordTokenizer | None = None) -> list[str]:
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    z, _ = model.sample_prior(n, generator=gen)
+    z, _ = model.sample_prior(n, generator=gen, noise=model.langevin_cfg.sampling_noise())
     ids = model.decoder.generate(z, generator=gen)
     units = [vocab.decode(row.tolist()) for row in ids]
     return [" ".join(tokenizer.decode(u) if tokenizer else u) for u in units]
