@@ -11,7 +11,7 @@ cut to `max_len` (`on_long="cut"`), and counted, so one runaway line cannot exha
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from corpora import CorpusError

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpora import CorpusError
-from corpora.preprocess import ReadStats, read_lines, read_sentences, snli_tokenize, SNLI_MAX_LEN
+from corpora.preprocess import ReadStats, read_sentences, snli_tokenize, SNLI_MAX_LEN
 
 NAMED = ("ptb", "yahoo", "snli", "demo")
 SPLITS = ("train", "valid", "test")

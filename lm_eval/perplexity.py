@@ -20,8 +20,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from corpora.preprocess import read_sentences
 from corpora.registry import Corpus, cache_dir
 from corpora.vocab import Vocab

@@ -19,18 +19,14 @@ from cli import app
 from corpora import CorpusError, registry
 from corpora.registry import PTB_SHA256, load_corpus
 
-DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-need_ptb = pytest.mark.skipif(not (DATA / "ptb" / "ptb.train.txt").is_file(), reason=f"no PTB in {DATA}")
-need_yahoo = pytest.mark.skipif(not (DATA / "yahoo" / "yahoo.valid.txt").is_file(), reason=f"no Yahoo in {DATA}")
+from conftest import DATA, need_ptb, need_yahoo
+
 TEXTEBM = Path(sys.executable).parent / "textebm"
 
 
 @pytest.fixture(autouse=True)
-def hermetic(tmp_path, monkeypatch):
-    """An empty cache, no $TEXTEBM_DATA, no network (tests that want the network say so)."""
-    monkeypatch.delenv("TEXTEBM_DATA", raising=False)
-    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "_online", lambda host: False)
+def in_tmp(hermetic, tmp_path, monkeypatch):
+    """Every test hermetic (conftest.py), in an empty working folder."""
     monkeypatch.chdir(tmp_path)
 
 

@@ -6,7 +6,6 @@ tests that need them are skipped where that folder is absent.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import numpy as np
 import pytest
 
 from corpora import CorpusError
-from corpora import registry
 from corpora.batching import Batches, epoch_order, frame, scored_tokens
 from corpora.preprocess import ReadStats, read_sentences
 from corpora.registry import load_corpus
@@ -22,18 +20,10 @@ from corpora.stats import corpus_stats
 from corpora.subword import SubwordTokenizer
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, UNK_ID, Vocab
 
-DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-need_ptb = pytest.mark.skipif(not (DATA / "ptb" / "ptb.train.txt").is_file(), reason=f"no PTB in {DATA}")
-need_yahoo = pytest.mark.skipif(not (DATA / "yahoo" / "yahoo.valid.txt").is_file(), reason=f"no Yahoo in {DATA}")
-need_snli = pytest.mark.skipif(not (DATA / "snli" / "test.txt").is_file(), reason=f"no SNLI in {DATA}")
+from conftest import DATA, need_ptb, need_snli, need_yahoo
 
-
-@pytest.fixture(autouse=True)
-def hermetic(tmp_path, monkeypatch):
-    """No test sees the user's $TEXTEBM_DATA or cache, and none touches the network."""
-    monkeypatch.delenv("TEXTEBM_DATA", raising=False)
-    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "_online", lambda host: False)
+# No test sees the user's $TEXTEBM_DATA or cache, and none touches the network.
+pytestmark = pytest.mark.usefixtures("hermetic")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DATA
 from lm_eval.ngram import LN10, NGramLM, kn_discounts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,7 +323,7 @@ def find_lmplz() -> str | None:
 
 
 def ptb_dir() -> Path:
-    return Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "ptb"
+    return DATA / "ptb"
 
 
 def run_lmplz(lmplz: str, sents: list[list[str]], order: int, tmp: Path,

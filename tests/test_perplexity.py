@@ -13,11 +13,6 @@ from lm_eval.ngram import NGramLM
 from lm_eval.perplexity import PPLConfig, perplexities
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return load_corpus("demo")
-
-
 def test_real_text_has_low_fppl_and_rppl(demo):
     real = demo.split("valid")
     res = perplexities(real, demo, PPLConfig(order=3), progress=False)
@@ -71,13 +66,12 @@ def test_perplexity_cli_json(tmp_path, demo):
     assert r.exit_code != 0 and "Traceback" not in r.output
 
 
-def test_lstm_perplexities_and_forward_lm_cache(tmp_path, monkeypatch):
+def test_lstm_perplexities_and_forward_lm_cache(demo, tmp_path, monkeypatch):
     from lm_eval.lstm_lm import LSTMLMConfig
 
     monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "small"
     folder.mkdir()
-    demo = load_corpus("demo")
     for split, n in (("train", 600), ("valid", 100), ("test", 100)):
         (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
     corpus = load_corpus(str(folder))

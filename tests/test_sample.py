@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 import textebm
 from cli import app
 from corpora.batching import frame
-from corpora.registry import load_corpus
 from corpora.vocab import UNK_ID
 from textebm.api import sample_health, token_accuracy
 from textebm.config import for_corpus
@@ -28,12 +27,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="session")
-def corpus():
-    return load_corpus("demo")
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory, corpus):
+def run_dir(tmp_path_factory, demo):
     torch.set_num_threads(1)
     cfg = for_corpus("demo")
     # Small and quick, but long enough for the decoder to read z (reconstruction test).
@@ -43,7 +37,7 @@ def run_dir(tmp_path_factory, corpus):
     # The project's default posterior chain (schedule, noise 0.2, amortized start): with the
     # paper's chain the decoder would ignore z and reconstructions would be no better than chance.
     out = tmp_path_factory.mktemp("run")
-    train(cfg, corpus, Run(out, torch.device("cpu"), progress=False))
+    train(cfg, demo, Run(out, torch.device("cpu"), progress=False))
     return out
 
 
@@ -134,8 +128,8 @@ def test_long_run_samples_stay_sentences(m):
     assert h["nonempty"] >= 0.95 and h["not_repetitive"] >= 0.9 and h["distinct"] >= 0.9
 
 
-def test_reconstruction_beats_random_z(m, corpus):
-    sents = _train_sentences(corpus, 400)
+def test_reconstruction_beats_random_z(m, demo):
+    sents = _train_sentences(demo, 400)
     r = m.reconstruct(sents, seed=0)
     assert len(r.sentences) == 400 and r.n_unk == 0 and r.tokens == sum(len(s.split()) + 1
                                                                          for s in sents)
@@ -152,8 +146,8 @@ def test_reconstruction_beats_random_z(m, corpus):
     assert r.nll_per_token < nll_rand
 
 
-def test_interpolation_endpoints_are_reconstructions(m, corpus):
-    a, b = _train_sentences(corpus, 2)
+def test_interpolation_endpoints_are_reconstructions(m, demo):
+    a, b = _train_sentences(demo, 2)
     rec = m.reconstruct([a, b], seed=5)
     it = m.interpolate(a, b, points=6, seed=5)
     assert it.z.shape == (6, 32) and len(it.sentences) == 6
@@ -162,8 +156,8 @@ def test_interpolation_endpoints_are_reconstructions(m, corpus):
     torch.testing.assert_close(it.z[3] - it.z[2], it.z[2] - it.z[1])  # a straight line
 
 
-def test_log_joint_agrees_with_model(m, corpus):
-    sents = _train_sentences(corpus, 11)
+def test_log_joint_agrees_with_model(m, demo):
+    sents = _train_sentences(demo, 11)
     z = torch.randn(11, 32, generator=torch.Generator().manual_seed(2))
     m.batch_size = 4  # several chunks, sorted by length, put back in input order
     try:
@@ -179,8 +173,8 @@ def test_log_joint_agrees_with_model(m, corpus):
     torch.testing.assert_close(got, one_by_one, atol=1e-4, rtol=1e-5)
 
 
-def test_infer_is_seeded_and_ordered(m, corpus):
-    sents = _train_sentences(corpus, 5)
+def test_infer_is_seeded_and_ordered(m, demo):
+    sents = _train_sentences(demo, 5)
     z = m.infer(sents, seed=0)
     assert z.shape == (5, 32) and torch.equal(z, m.infer(sents, seed=0))
     assert not torch.equal(z, m.infer(sents, seed=1))
@@ -194,7 +188,7 @@ def test_unknown_words_map_to_unk_and_are_counted(m):
         m.encode(["the chef", "   "])
 
 
-def test_cli_trace_plot_reconstruct_interpolate(run_dir, corpus, tmp_path):
+def test_cli_trace_plot_reconstruct_interpolate(run_dir, demo, tmp_path):
     png = tmp_path / "profile.png"
     r = runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "-n", "3", "--seed", "1",
                             "--trace", "0,5,20", "--plot", str(png)])
@@ -203,13 +197,13 @@ def test_cli_trace_plot_reconstruct_interpolate(run_dir, corpus, tmp_path):
     assert "step     5" in r.stderr and png.stat().st_size > 1000
 
     inp = tmp_path / "in.txt"
-    inp.write_text("\n".join(_train_sentences(corpus, 3) + ["", "the zorblax chef ."]) + "\n")
+    inp.write_text("\n".join(_train_sentences(demo, 3) + ["", "the zorblax chef ."]) + "\n")
     r = runner.invoke(app, ["reconstruct", "--checkpoint", str(run_dir), "--input", str(inp)])
     assert r.exit_code == 0, r.output
     assert r.stdout.count("\n> ") + r.stdout.startswith("> ") == 4
     assert "token accuracy" in r.stdout and "1 <unk>" in r.stdout and "zorblax" in r.stderr
 
-    a, b = _train_sentences(corpus, 2)
+    a, b = _train_sentences(demo, 2)
     r = runner.invoke(app, ["interpolate", "--checkpoint", str(run_dir), a, b, "--points", "4"])
     assert r.exit_code == 0, r.output
     assert [line.split()[0] for line in r.stdout.splitlines()] == \

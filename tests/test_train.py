@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import textebm.train as train_mod
-from corpora.registry import load_corpus
 from textebm.checkpoint import load_checkpoint, load_run_files
 from textebm.config import for_corpus
 from textebm.diagnostics import recon_nll as reconstruction_nll
@@ -21,11 +20,6 @@ def small_cfg(steps, **train_kw):
     for k, v in train_kw.items():
         setattr(cfg.train, k, v)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_corpus("demo")
 
 
 def run(cfg, corpus, out, resume=False):
