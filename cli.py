@@ -156,7 +156,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     from textebm.device import pick_device
     from textebm.plots import plot_curves
     from textebm.runs import mark_latest, new_run_dir
-    from textebm.train import Run, train as run_train
+    from textebm.train import TrainSetup, train as train_model
 
     from textebm.config import apply_posterior_preset, parse_schedule
     cfg = for_corpus(corpus)
@@ -200,7 +200,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
 
     mark_latest(run_dir) if not resume else None
     err.print(f"run folder: {run_dir}")
-    summary = run_train(cfg, data, Run(Path(run_dir), dev, progress=not quiet,
+    summary = train_model(cfg, data, TrainSetup(Path(run_dir), dev, progress=not quiet,
                                        resume=resume is not None), on_eval=on_eval)
     mark_latest(run_dir)
     plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")

@@ -28,7 +28,7 @@ from lm_eval.perplexity import PPLConfig, perplexities  # noqa: E402
 from textebm import diagnostics  # noqa: E402
 from textebm.api import load  # noqa: E402
 from textebm.config import apply_posterior_preset, for_corpus, override  # noqa: E402
-from textebm.train import Run, train  # noqa: E402
+from textebm.train import TrainSetup, train  # noqa: E402
 
 # name -> (posterior preset, further overrides by config section)
 SETTINGS: dict[str, tuple[str, dict]] = {
@@ -163,7 +163,7 @@ def main() -> None:
                 wall = summary["seconds"]
             else:
                 t0 = time.time()
-                summary = train(cfg, corpus, Run(run_dir, torch.device("cpu"), progress=False))
+                summary = train(cfg, corpus, TrainSetup(run_dir, torch.device("cpu"), progress=False))
                 wall = time.time() - t0
             row = {"corpus": a.corpus, "data_dir": a.data_dir, "setting": setting + a.tag, "prior": prior,
                    "steps": summary["step"], "train_seconds": round(wall, 1),

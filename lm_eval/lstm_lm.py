@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from corpora.batching import Batches, by_length, frame, scored_tokens, sentence_log_probs
+from corpora.progress import Bar
 from corpora.vocab import UNK_ID, Vocab
 from corpora.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
 
@@ -273,7 +274,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
         atomic_write(ckpt / VOCAB, ("\n".join(vocab.itos) + "\n").encode())
 
     n_batches = len(batches) if max_batches is None else min(len(batches), max_batches)
-    bar = _Bar(n_batches) if progress else None
+    bar = Bar("lstm-lm", n_batches) if progress else None
     try:
         while not st["stop"] and st["epoch"] < cfg.max_epochs:
             epoch = st["epoch"]
@@ -284,7 +285,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
             nll_t = torch.zeros((), dtype=torch.float64, device=device)  # no sync per batch
             tokens = 0
             if bar:
-                bar.start_epoch(epoch, st["lr"])
+                bar.restart(f"lstm-lm epoch {epoch + 1}")
             for b, ix in enumerate(batches.indices(epoch)[:n_batches]):
                 x = frame([train_ids[i] for i in ix])
                 ntok = int(scored_tokens(x).sum())
@@ -297,8 +298,8 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
                 nll_t -= lp.detach().double().sum()
                 tokens += ntok
                 if bar:
-                    bar.update(b + 1, tokens / (time.perf_counter() - t0),
-                               math.exp(min(float(nll_t) / tokens, 700.0)))
+                    bar.update(b + 1, f"lr {st['lr']:g}  {tokens / (time.perf_counter() - t0):.0f}"
+                                      f" tok/s  train ppl {math.exp(min(float(nll_t) / tokens, 700.0)):.1f}")
             nll = float(nll_t)
             if not math.isfinite(nll):
                 raise FloatingPointError(f"epoch {epoch + 1}: training loss became NaN/inf; "
@@ -332,7 +333,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
             if not st["stop"] and st["epoch"] >= cfg.max_epochs:
                 st["stop"] = "max_epochs"
             if bar:
-                bar.end_epoch(st["history"][-1])
+                bar.note(_epoch_line(st["history"][-1]))
             if ckpt is not None:
                 atomic_write(ckpt / TRAIN_STATE, torch_bytes(
                     {"model": model.state_dict(), "best": best, "state": st,
@@ -350,36 +351,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
     return model, copy.deepcopy(st["history"])
 
 
-class _Bar:
-    """A rich progress bar over the batches of one epoch; one line kept per finished epoch.
-    It writes to stderr, so that stdout stays free for results (bench/lstm_lm.py's JSON line)."""
-
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-        self.p = Progress(TextColumn("lstm-lm {task.fields[ep]}"), BarColumn(),
-                          MofNCompleteColumn(), TimeRemainingColumn(),
-                          TextColumn("{task.fields[info]}"), console=Console(stderr=True))
-        self.total = total
-        self.task = None
-        self.p.start()
-
-    def start_epoch(self, epoch: int, lr: float) -> None:
-        if self.task is not None:
-            self.p.remove_task(self.task)
-        self.lr = lr
-        self.task = self.p.add_task("", total=self.total, ep=f"epoch {epoch + 1}", info="")
-
-    def update(self, done: int, tok_s: float, ppl: float) -> None:
-        self.p.update(self.task, completed=done,
-                      info=f"lr {self.lr:g}  {tok_s:.0f} tok/s  train ppl {ppl:.1f}")
-
-    def end_epoch(self, h: dict) -> None:
-        v = f"{h['valid_ppl']:.2f}" if h["valid_ppl"] is not None else "-"
-        self.p.console.print(f"lstm-lm epoch {h['epoch']}: train ppl {h['train_ppl']:.2f}  "
-                             f"valid ppl {v}{' *' if h['best'] else ''}  lr {h['lr']:g}  "
-                             f"{h['tok_s']:.0f} tok/s  {h['seconds']:.0f} s")
-
-    def close(self) -> None:
-        self.p.stop()
+def _epoch_line(h: dict) -> str:
+    v = f"{h['valid_ppl']:.2f}" if h["valid_ppl"] is not None else "-"
+    return (f"lstm-lm epoch {h['epoch']}: train ppl {h['train_ppl']:.2f}  valid ppl {v}"
+            f"{' *' if h['best'] else ''}  lr {h['lr']:g}  {h['tok_s']:.0f} tok/s  {h['seconds']:.0f} s")

@@ -20,7 +20,7 @@ from corpora.batching import frame
 from corpora.vocab import UNK_ID
 from textebm.api import sample_health, token_accuracy
 from textebm.config import for_corpus
-from textebm.train import Run, train
+from textebm.train import TrainSetup, train
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory, demo):
     # The project's default posterior chain (schedule, noise 0.2, amortized start): with the
     # paper's chain the decoder would ignore z and reconstructions would be no better than chance.
     out = tmp_path_factory.mktemp("run")
-    train(cfg, demo, Run(out, torch.device("cpu"), progress=False))
+    train(cfg, demo, TrainSetup(out, torch.device("cpu"), progress=False))
     return out
 
 

@@ -8,7 +8,7 @@ import textebm.train as train_mod
 from textebm.checkpoint import load_checkpoint, load_run_files
 from textebm.config import for_corpus
 from textebm.diagnostics import recon_nll as reconstruction_nll
-from textebm.train import DivergenceError, Run, build_model, train
+from textebm.train import DivergenceError, TrainSetup, build_model, train
 
 
 def small_cfg(steps, **train_kw):
@@ -23,7 +23,7 @@ def small_cfg(steps, **train_kw):
 
 
 def run(cfg, corpus, out, resume=False):
-    return train(cfg, corpus, Run(out, torch.device("cpu"), progress=False, resume=resume))
+    return train(cfg, corpus, TrainSetup(out, torch.device("cpu"), progress=False, resume=resume))
 
 
 def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):

@@ -13,6 +13,8 @@ from corpora.batching import sentence_log_probs
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID
 from textebm.config import DecoderConfig
 
+MAX_LOGITS = 2**24  # rows x positions x vocabulary of one scoring call: 64 MB of fp32 logits
+
 
 class LSTMDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig):
@@ -25,6 +27,11 @@ class LSTMDecoder(nn.Module):
         self.proj = nn.Linear(cfg.hidden, cfg.vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+
+    def token_cap(self, max_logits: int = MAX_LOGITS) -> int:
+        """Target positions (rows x length) per call whose logits stay under `max_logits`
+        floats: what evaluation batches are cut to, so that Yahoo-length text fits in memory."""
+        return max(1, max_logits // self.proj.out_features)
 
     def _init_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h0 = self.z_to_h(z).unsqueeze(0)

@@ -26,11 +26,11 @@ from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
 GAP_STEPS = 200  # posterior steps for the gap (the chain's own schedule, its last step repeated)
-MAX_TOKENS = 20_000  # target positions per chain batch: bounds memory on long (Yahoo) documents
 
 
-def _batches(model: LatentEBM, sents: list[list[int]], batch_size: int, max_tokens: int = MAX_TOKENS):
-    for ix in by_length(sents, batch_size, max_tokens):
+def _batches(model: LatentEBM, sents: list[list[int]], batch_size: int, chains: int = 1):
+    """Length-sorted batches whose `chains` copies fit one decoder call (decoder.token_cap)."""
+    for ix in by_length(sents, batch_size, max(1, model.decoder.token_cap() // chains)):
         yield ix, frame([sents[j] for j in ix]).to(model.device)
 
 
@@ -58,7 +58,7 @@ def posterior_chains(model: LatentEBM, sents: list[list[int]], chains: int, seed
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     out = torch.empty(len(sents), chains, model.latent_dim, device=model.device)
-    for ix, x in _batches(model, sents, max(1, batch_size // chains), MAX_TOKENS // chains):
+    for ix, x in _batches(model, sents, max(1, batch_size // chains), chains):
         z, _ = model.infer(x.repeat_interleave(chains, 0), steps=steps, generator=gen)
         out[torch.as_tensor(ix, device=model.device)] = z.view(len(ix), chains, -1)
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from corpora.batching import by_length, frame
+from textebm.decoder import MAX_LOGITS
 from textebm.model import LatentEBM
 
 LOG_2PI = math.log(2 * math.pi)
@@ -28,7 +29,7 @@ class NLLConfig:
     min_std: float = 0.05
     logz_samples: int = 200_000
     batch_size: int = 32
-    max_tokens: int = 40_000  # cap on (rows x positions) of one decoder call: bounds the logits
+    max_logits: int = MAX_LOGITS  # cap on rows x positions x vocabulary of one decoder call
     seed: int = 0
 
 
@@ -75,7 +76,7 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     with torch.no_grad():
         flat = z.reshape(B * M, D)
         xs = x.repeat_interleave(M, 0)
-        rows = max(1, cfg.max_tokens // x.size(1))  # Yahoo-length x: a few hundred rows a call
+        rows = max(1, model.decoder.token_cap(cfg.max_logits) // x.size(1))
         log_px = torch.cat([model.decoder.log_prob(xs[i:i + rows], flat[i:i + rows])
                             for i in range(0, B * M, rows)]).view(B, M)
         log_prior = (-model.prior_energy(flat) - 0.5 * D * LOG_2PI).view(B, M) - log_z
@@ -95,7 +96,8 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     total, tokens = 0.0, 0
-    for ix in by_length(ids, cfg.batch_size, cfg.max_tokens // cfg.chains):
+    # The C chains of a batch run as one decoder call (forward and backward to z).
+    for ix in by_length(ids, cfg.batch_size, max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)):
         batch = [ids[j] for j in ix]
         total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
         tokens += sum(len(s) + 1 for s in batch)

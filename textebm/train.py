@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from corpora.batching import Batches, frame, scored_tokens
+from corpora.progress import Bar
 from corpora.registry import Corpus
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
@@ -116,8 +117,9 @@ def sample_sentences(model: LatentEBM, vocab: Vocab, n: int, seed: int,
 
 
 @dataclass
-class Run:
-    """What `train` needs besides the config: where to write and how to report."""
+class TrainSetup:
+    """What `train` needs besides the config: the run folder to write, the device, whether to
+    show a progress bar, and whether to continue the run already in that folder."""
     out_dir: Path
     device: torch.device
     progress: bool = True
@@ -130,13 +132,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
-    """Train to cfg.train.max_steps in run.out_dir (resuming there if run.resume).
+def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> dict:
+    """Train to cfg.train.max_steps in setup.out_dir (resuming there if setup.resume).
 
     Returns a summary dict (also written as `summary.json`). Raises DivergenceError on NaN/inf.
     """
-    out, t = run.out_dir, cfg.train
-    if run.resume:
+    out, t = setup.out_dir, cfg.train
+    if setup.resume:
         saved_cfg, vocab = load_run_files(out)
         saved_cfg.train.max_steps = t.max_steps  # the one setting a resume may extend
         cfg = saved_cfg
@@ -155,11 +157,11 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
     train_ids = [vocab.encode(s) for s in to_units(corpus.train, tokenizer)]
     valid = corpus.split("valid")[: t.eval_sentences] if corpus.has("valid") else []
     valid_ids = [vocab.encode(s) for s in to_units(valid, tokenizer)]
-    model = build_model(cfg).to(run.device)
+    model = build_model(cfg).to(setup.device)
     opts = make_optimizers(model, cfg)
     step = 0
-    if run.resume:
-        payload = load_checkpoint(out, map_location=run.device)
+    if setup.resume:
+        payload = load_checkpoint(out, map_location=setup.device)
         model.load_state_dict(payload["model"])
         for k, o in opts.items():
             o.load_state_dict(payload["optimizers"][k])
@@ -169,16 +171,16 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
     # sentence's last one stopped. The bank is saved with the checkpoint, so resume is exact.
     bank = None
     if cfg.langevin.init1 == "persistent":
-        if run.resume and "bank" in payload:
-            bank = payload["bank"].to(run.device)
+        if setup.resume and "bank" in payload:
+            bank = payload["bank"].to(setup.device)
         else:
-            gen = torch.Generator(device=run.device).manual_seed(t.seed + 3)
-            bank = init_z(len(train_ids), model.latent_dim, run.device, gen, model.dtype)
+            gen = torch.Generator(device=setup.device).manual_seed(t.seed + 3)
+            bank = init_z(len(train_ids), model.latent_dim, setup.device, gen, model.dtype)
     extra = {"bank": bank} if bank is not None else {}
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
     metrics_f = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: readable live
-    bar = _progress(run.progress, t.max_steps, step)
+    bar = Bar("train", t.max_steps, step) if setup.progress else None
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
     metrics: dict = {}
@@ -192,8 +194,8 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: batches.indices(epoch)}
             ix = epoch_cache[epoch][pos]
-            x = frame([train_ids[i] for i in ix]).to(run.device)
-            rows = torch.as_tensor(ix, device=run.device)
+            x = frame([train_ids[i] for i in ix]).to(setup.device)
+            rows = torch.as_tensor(ix, device=setup.device)
             metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows])
             if bank is not None:
                 bank[rows] = z_pos
@@ -210,7 +212,7 @@ def train(cfg: RunConfig, corpus: Corpus, run: Run, on_eval=None) -> dict:
                      tok_s=tokens_seen / max(time.time() - t0, 1e-9))
             metrics_f.write(json.dumps(metrics) + "\n")
             if bar:
-                bar.update(step, metrics, last_eval)
+                bar.update(step, _bar_info(metrics, last_eval))
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
                              "samples": sample_sentences(model, vocab, t.samples_shown, t.seed + 2,
@@ -260,26 +262,10 @@ class _StopOnInterrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-class _Bar:
-    def __init__(self, total: int, start: int):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-        self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.task = self.p.add_task("train", total=total, completed=start, info="")
-        self.p.start()
-
-    def update(self, step: int, metrics: dict, ev: dict) -> None:
-        info = f"{metrics['tok_s']:.0f} tok/s  nll/tok {metrics['nll_tok']:.3f}"
-        if "gap" in metrics:
-            info += f"  E+ - E- {metrics['gap']:+.3f}"
-        if ev:
-            info += f"  val {ev['val_recon_nll_tok']:.3f}"
-        self.p.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(enabled: bool, total: int, start: int):
-    return _Bar(total, start) if enabled else None
+def _bar_info(metrics: dict, ev: dict) -> str:
+    info = f"{metrics['tok_s']:.0f} tok/s  nll/tok {metrics['nll_tok']:.3f}"
+    if "gap" in metrics:
+        info += f"  E+ - E- {metrics['gap']:+.3f}"
+    if ev:
+        info += f"  val {ev['val_recon_nll_tok']:.3f}"
+    return info
