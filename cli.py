@@ -440,6 +440,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
              diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
                                                 "latent diagnostics (0: skip them)."),
+             noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
+                                                   "the samples (default: the run's sample_noise0)."),
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -455,7 +457,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      nll_sentences=nll_sentences, nll_samples=nll_samples,
-                     diag_sentences=diag_sentences, seed=seed)
+                     diag_sentences=diag_sentences, noise=noise, seed=seed)
     with Progress(disable=as_json, console=err) as bar:
         def progress(name, total):
             task = bar.add_task(name, total=total)

@@ -4,12 +4,16 @@
     python bench/latent_study.py --corpus ptb --max-steps 500 --settings paper,default
 
 Each row trains a fresh model with one posterior/prior setting (everything else the corpus
-defaults, same seed, same budget), then measures with textebm.diagnostics: the gap (NLL/token at
-random z minus at a 200-step posterior z), active units, I(x;z), 5-gram FPPL/RPPL of prior
-samples, wall time of training; on demo also the topic probe, the share of samples the grammar
-cannot emit and the samples' exact NLL/token. Budget: the corpus default steps (demo 1,500) or
---max-steps; --threads torch threads per process (the README table: 1 thread, two rows at once on
-a 2-core machine).
+defaults, same seed, same budget), then measures it with `textebm evaluate` (textebm/evaluate.py,
+no NLL; --samples prior samples at the run's sample noise or --sample-noise, diagnostics on
+--eval-sentences test sentences): the gap (NLL/token at random z minus at a 200-step posterior
+z), active units, I(x;z), 5-gram FPPL/RPPL; on demo also the topic probe, the share of samples the
+grammar cannot emit and their exact NLL/token; plus paper Table 3's chain check and the wall time
+of training. `--remeasure FILE` measures the rows of FILE again. Budget: the corpus default steps
+(demo 1,500) or --max-steps; --threads torch threads per process (the README table: 1 thread, two
+rows at once on a 2-core machine).
+
+    python bench/latent_study.py --remeasure bench/results/latent_study_demo.jsonl
 """
 from __future__ import annotations
 
@@ -24,9 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpora.registry import load_corpus  # noqa: E402
-from lm_eval.perplexity import PPLConfig, perplexities  # noqa: E402
-from textebm import diagnostics  # noqa: E402
 from textebm.api import load  # noqa: E402
+from textebm.evaluate import EvalConfig, evaluate_run  # noqa: E402
 from textebm.config import apply_posterior_preset, for_corpus, override  # noqa: E402
 from textebm.train import TrainSetup, train  # noqa: E402
 
@@ -56,24 +59,18 @@ def build_config(corpus: str, setting: str, prior: str, max_steps: int | None, e
     return cfg.validate()
 
 
-def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: int = 0) -> dict:
+def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: int = 0,
+            noise: float | None = None) -> dict:
+    """`textebm evaluate` (no NLL) on the run, plus paper Table 3's chain check: the same 200
+    chains decoded greedily at steps 0, 40, 100; how many change their sentence, and whether the
+    energy profile has settled (mean E over steps 80-100 vs 60-80)."""
     tm = load(run_dir)
-    model, vocab = tm.model, tm.vocab
-    valid = [vocab.encode(s) for s in corpus.split("valid")[:eval_sentences]]
-    out = diagnostics.latent_use(model, valid, seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        z, _ = model.sample_prior(n_samples, generator=gen, noise=model.langevin_cfg.sampling_noise())
-        ids = model.decoder.generate(z, max_len=60, generator=gen)
-    samples = [vocab.decode(row.tolist()) for row in ids]
-    nonempty = [s for s in samples if s]
-    res = perplexities(nonempty, corpus, PPLConfig(lm="ngram", order=5), progress=False)
-    out.update(fppl5=res["fppl"], rppl5=res["rppl"], real_fppl5=res["real_fppl"],
-               samples=len(samples), empty_samples=len(samples) - len(nonempty))
-    if corpus.name == "demo":
-        out.update(diagnostics.demo_report(model, vocab, samples, seed))
-    # Paper Table 3: the same chains decoded greedily at steps 0, 40, 100; how many change their
-    # sentence, and whether the energy profile has settled (mean E over steps 80-100 vs 60-80).
+    res = evaluate_run(tm, corpus, run_dir, EvalConfig(
+        num_samples=n_samples, lm="ngram", order=5, nll_sentences=-1,
+        diag_sentences=eval_sentences, noise=noise, seed=seed))
+    out = {**res["latent"], "fppl5": res["fppl"], "rppl5": res["rppl"],
+           "real_fppl5": res["real_fppl"], "samples": n_samples,
+           "empty_samples": res["empty_samples"], "sample_noise": res["sample_noise"]}
     tr = tm.sample_chains(200, steps=100, decode="greedy", seed=seed, trace_at=(0, 40, 100),
                           profile=True)
     first, last = tr.trace[0].sentences, tr.trace[-1].sentences
@@ -87,6 +84,7 @@ def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: in
 COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "steps", "{}"),
            ("gap_nats_tok", "gap", "{:.3f}"), ("active_units", "AU", "{}"),
            ("mutual_info", "I(x;z)", "{:.2f}"), ("topic_probe_acc", "topic probe", "{:.1%}"),
+           ("sample_noise", "sample noise", "{}"),
            ("impossible_share", "impossible", "{:.1%}"),
            ("samples_exact_nll_tok", "samples NLL/tok", "{:.3f}"),
            ("fppl5", "FPPL-5", "{:.1f}"), ("rppl5", "RPPL-5", "{:.1f}"),
@@ -103,20 +101,18 @@ def table(path: str) -> str:
                           for i, r in enumerate(rows, 1))
 
 
-def update_latent(path: str, out_root: str, eval_sentences: int, seed: int = 0) -> None:
-    """Recompute active units and I(x;z) (the corrected estimators) of every row of a JSONL file
-    from its run folder, in place: cheaper than re-measuring the whole row."""
+def remeasure(path: str, out_root: str, n_samples: int, eval_sentences: int, seed: int = 0,
+              noise: float | None = None) -> None:
+    """Measure every row of a JSONL file again from its run folder (training facts kept) and
+    rewrite the file: after a change to the measurements, every row is measured the same way."""
     lines = []
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         run_dir = Path(out_root) / row["corpus"] / f"{row['setting']}-{row['prior']}"
-        tm = load(run_dir)
         corpus = load_corpus(row["corpus"], data_dir=row.get("data_dir"))
-        valid = [tm.vocab.encode(s) for s in corpus.split("valid")[:eval_sentences]]
-        z = diagnostics.posterior_chains(tm.model, valid, 6, seed + 1)
-        row.update(active_units=diagnostics.active_units(z),
-                   mutual_info=diagnostics.mutual_information(z, held_out=2))
+        row.update(measure(run_dir, corpus, n_samples, eval_sentences, seed, noise))
         lines.append(json.dumps(row))
+        print(lines[-1], flush=True)
     Path(path).write_text("".join(x + "\n" for x in lines))
 
 
@@ -134,13 +130,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/study")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample-noise", type=float, default=None,
+                    help="prior chain noise of the samples (default: each run's sample_noise0)")
     ap.add_argument("--measure-only", action="store_true", help="re-measure existing run folders")
     ap.add_argument("--table", default=None, help="print a markdown table of a JSONL file and exit")
-    ap.add_argument("--update-latent", default=None, help="recompute AU and I(x;z) of a JSONL file")
+    ap.add_argument("--remeasure", default=None, help="measure every row of a JSONL file again, in place")
     a = ap.parse_args()
-    if a.update_latent:
+    if a.remeasure:
         torch.set_num_threads(a.threads)
-        update_latent(a.update_latent, a.out, a.eval_sentences, a.seed)
+        remeasure(a.remeasure, a.out, a.samples, a.eval_sentences, a.seed, a.sample_noise)
         return
     if a.table:
         print(table(a.table), end="")
@@ -170,7 +168,7 @@ def main() -> None:
                    "threads": a.threads,
                    "langevin": json.loads((run_dir / "config.json").read_text())["langevin"],
                    "overrides": extra}
-            row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed))
+            row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed, a.sample_noise))
             row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps(row), flush=True)
 

@@ -32,6 +32,7 @@ class EvalConfig:
     nll_sentences: int = 0          # 0: the whole test split; -1: skip the NLL
     nll_samples: int = 100
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
+    noise: float | None = None      # prior chain noise for the samples (None: the run's)
     seed: int = 0
 
 
@@ -41,12 +42,12 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
     and samples.txt into run_dir and returns the eval.json dict. `progress(task, total)` returns
     a per-item callback (or None)."""
     log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
-    s = tm.sample_chains(cfg.num_samples, decode=cfg.decode, seed=cfg.seed)
+    s = tm.sample_chains(cfg.num_samples, decode=cfg.decode, seed=cfg.seed, noise=cfg.noise)
     (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
     samples = [x.split() for x in s.sentences if x.split()]
     res = perplexities(samples, corpus, PPLConfig(lm=cfg.lm, order=cfg.order), tm.device,
                        progress=progress is not None)
-    res.update(decode=cfg.decode, samples_generated=cfg.num_samples,
+    res.update(decode=cfg.decode, sample_noise=s.noise, samples_generated=cfg.num_samples,
                empty_samples=cfg.num_samples - len(samples), run=str(run_dir), seed=cfg.seed,
                posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")
