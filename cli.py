@@ -156,6 +156,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     from textebm.device import pick_device
     from textebm.plots import plot_curves
     from textebm.runs import mark_latest, new_run_dir
+    from textebm import distributed
     from textebm.train import TrainSetup, train as train_model
 
     from textebm.config import apply_posterior_preset, parse_schedule
@@ -183,10 +184,11 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         if ignored:
             err.print(f"note: --resume keeps the run's recorded settings; ignored: "
                       f"{', '.join(ignored)}", markup=False, highlight=False)
-    else:
-        run_dir = out_dir or new_run_dir(corpus)
-    data = _load(corpus, data_dir, train_split, max_len, on_long)
     dev = pick_device(device)
+    ranks = distributed.init(dev)   # several processes under torchrun, else one
+    if not resume:
+        run_dir = distributed.broadcast_object(out_dir or new_run_dir(corpus), ranks)
+    data = _load(corpus, data_dir, train_split, max_len, on_long)
     if threads:
         torch.set_num_threads(threads)
 
@@ -198,13 +200,19 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         for s in ev["samples"]:
             err.print(f"  > {s}", markup=False, highlight=False)
 
-    mark_latest(run_dir) if not resume else None
-    err.print(f"run folder: {run_dir}")
-    summary = train_model(cfg, data, TrainSetup(Path(run_dir), dev, progress=not quiet,
-                                       resume=resume is not None), on_eval=on_eval)
-    mark_latest(run_dir)
-    plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
-    out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> {run_dir}")
+    if ranks.main:
+        mark_latest(run_dir) if not resume else None
+        err.print(f"run folder: {run_dir}" + (f" ({ranks.world} processes)" if ranks.world > 1 else ""))
+    try:
+        summary = train_model(cfg, data, TrainSetup(Path(run_dir), dev, progress=not quiet,
+                                                    resume=resume is not None, ranks=ranks),
+                              on_eval=on_eval)
+    finally:
+        distributed.close()
+    if ranks.main:
+        mark_latest(run_dir)
+        plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
+        out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> {run_dir}")
 
 
 CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpoint.pt). Default: "

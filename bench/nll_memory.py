@@ -7,8 +7,8 @@ The estimator runs every posterior chain and importance sample of a batch throug
 its memory is the logits, rows x positions x vocabulary floats per decoder call, so
 `NLLConfig.max_logits` caps that product. Each setting runs in its own process (peak RSS is per
 process) on the same sentences: the first `--sentences` of Yahoo's test split (the standard
-version, about 80 tokens each), a Yahoo-vocabulary model (the 20,000-word list of the valid
-split) with untrained weights (memory does not depend on them). A cap of 0 means one decoder call
+version, about 80 tokens each), a model with the vocabulary of Yahoo's valid split (17,047 words)
+and untrained weights (memory does not depend on them). A cap of 0 means one decoder call
 per length bucket, as before the cap existed. The decoder is the demo size by default and the
 chains short (K1 = 2, 2 chains, 4 importance samples): those change the time, not what the cap
 bounds. Budget: one torch thread, a few minutes per setting.

@@ -122,3 +122,13 @@ def test_prior_sample_noise_scale():
     one, _ = g.sample_prior(500, generator=torch.Generator().manual_seed(2))
     half, _ = g.sample_prior(500, generator=torch.Generator().manual_seed(2), noise=0.5)
     torch.testing.assert_close(half, 0.5 * one)
+
+
+def test_encoder_guess_ignores_padding_and_batch_mates():
+    from textebm.config import EncoderConfig
+    from textebm.encoder import AmortizedInit
+    torch.manual_seed(0)
+    enc = AmortizedInit(EncoderConfig(embed=6, hidden=5), vocab_size=12, latent_dim=4).double()
+    together = enc(frame(SENTS))
+    alone = torch.cat([enc(frame([s])) for s in SENTS])
+    torch.testing.assert_close(together, alone)

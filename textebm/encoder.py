@@ -23,8 +23,15 @@ class AmortizedInit(nn.Module):
         self.out = nn.Linear(2 * cfg.hidden, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T) framed ids -> z guess: (B, D). Mean of the BiLSTM states over real tokens."""
+        """x: (B, T) framed ids -> z guess: (B, D). Mean of the BiLSTM states over real tokens.
+
+        The sequences are packed, so the backward direction starts at each sentence's own last
+        token: g(x) does not depend on how much padding its batch-mates impose."""
         mask = (x != PAD_ID).unsqueeze(-1).to(self.out.weight.dtype)      # (B, T, 1)
-        h, _ = self.rnn(self.embed(x))                                     # (B, T, 2H)
+        lengths = (x != PAD_ID).sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(x), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True,
+                                                total_length=x.size(1))    # (B, T, 2H)
         pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return self.out(pooled)

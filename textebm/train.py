@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, sa
                                 save_run_files)
 from textebm.config import RunConfig
 from textebm.diagnostics import latent_use
+from textebm.distributed import Ranks, barrier, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
 
@@ -55,10 +57,23 @@ def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.O
     return opts
 
 
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: float | None,
+            sync=None) -> None:
+    """One optimizer step on `loss`; `sync(params)` combines gradients over ranks first."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync is not None:
+        sync(params)
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
 def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
-               z0: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+               z0: torch.Tensor | None = None, sync=None) -> tuple[dict, torch.Tensor]:
     """One iteration of Algorithm 1 on x: (B, T), the posterior chain started at z0: (B, D) if
-    given (persistent chains). Returns floats for logging and z+: (B, D)."""
+    given (persistent chains). `sync(params)`: sums gradients over data-parallel ranks
+    (textebm.distributed). Returns floats for logging and z+: (B, D)."""
     tc = cfg.train
     z_neg, _ = model.sample_prior(x.size(0))
     z_pos, _ = model.infer(x, z0=z0)
@@ -66,11 +81,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     model.train()
     log_px = model.decoder.log_prob(x, z_pos)
     loss_dec = -log_px.mean()
-    opts["decoder"].zero_grad(set_to_none=True)
-    loss_dec.backward()
-    torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), tc.clip_decoder)
-    opts["decoder"].step()
-
+    _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
     out = {"loss_dec": loss_dec.item(),
            "nll_tok": -log_px.sum().item() / scored_tokens(x).sum().item()}
     if model.prior is not None:
@@ -81,16 +92,11 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
             # bound and the energies blow up (measured: |E| ~ 1e6 within 700 steps at lr 1e-3).
             reg = model.energy(z_pos).pow(2).mean() + model.energy(z_neg).pow(2).mean()
             loss_prior = loss_prior + tc.energy_reg * reg
-        opts["prior"].zero_grad(set_to_none=True)
-        loss_prior.backward()
-        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), tc.clip_prior)
-        opts["prior"].step()
+        _update(opts["prior"], loss_prior, list(model.prior.parameters()), tc.clip_prior, sync)
         out.update(e_pos=e_pos.item(), e_neg=e_neg.item(), gap=(e_pos - e_neg).item())
     if model.encoder is not None:
         loss_enc = (model.encoder(x) - z_pos).pow(2).sum(-1).mean()
-        opts["encoder"].zero_grad(set_to_none=True)
-        loss_enc.backward()
-        opts["encoder"].step()
+        _update(opts["encoder"], loss_enc, list(model.encoder.parameters()), None, sync)
         out["init_err"] = loss_enc.item()
     out["z_pos_norm"] = z_pos.norm(dim=-1).mean().item()
     out["z_neg_norm"] = z_neg.norm(dim=-1).mean().item()
@@ -124,6 +130,7 @@ class TrainSetup:
     device: torch.device
     progress: bool = True
     resume: bool = False
+    ranks: Ranks = Ranks()  # data-parallel position (textebm.distributed); one process by default
 
 
 def seed_everything(seed: int) -> None:
@@ -137,12 +144,23 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
 
     Returns a summary dict (also written as `summary.json`). Raises DivergenceError on NaN/inf.
     """
-    out, t = setup.out_dir, cfg.train
+    out, t, ranks = setup.out_dir, cfg.train, setup.ranks
+    if ranks.world > 1 and cfg.langevin.init1 == "persistent":
+        raise ValueError("persistent posterior chains (a per-sentence bank) are single-process "
+                         "only; use --posterior-init encoder or noise with torchrun")
+    if t.batch_size < ranks.world:
+        raise ValueError(f"batch size {t.batch_size} is smaller than the {ranks.world} processes")
     if setup.resume:
         saved_cfg, vocab = load_run_files(out)
         saved_cfg.train.max_steps = t.max_steps  # the one setting a resume may extend
         cfg = saved_cfg
         t = cfg.train
+        tokenizer = run_tokenizer(out)
+    elif not ranks.main:
+        # Rank 0 learns the units and writes the run files; the other ranks read them.
+        barrier(ranks)
+        seed_everything(t.seed)
+        cfg, vocab = load_run_files(out)
         tokenizer = run_tokenizer(out)
     else:
         seed_everything(t.seed)
@@ -153,6 +171,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                             max_size=None if tokenizer else t.vocab_size, min_count=t.min_count)
         cfg.decoder.vocab_size = len(vocab)
         save_run_files(out, cfg, vocab)
+        barrier(ranks)
 
     train_ids = [vocab.encode(s) for s in to_units(corpus.train, tokenizer)]
     valid = corpus.split("valid")[: t.eval_sentences] if corpus.has("valid") else []
@@ -167,6 +186,10 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             o.load_state_dict(payload["optimizers"][k])
         step = int(payload["step"])
         restore_rng(out, payload)
+    broadcast_parameters(model, ranks)
+    if not ranks.main:
+        # Each rank's chains draw their own noise (rank 0's stream is the single-process one).
+        torch.manual_seed(t.seed + 7919 * ranks.rank + step)
     # Persistent posterior chains: one z per training sentence, each chain resuming where that
     # sentence's last one stopped. The bank is saved with the checkpoint, so resume is exact.
     bank = None
@@ -179,8 +202,9 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     extra = {"bank": bank} if bank is not None else {}
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
-    metrics_f = open(out / "metrics.jsonl", "a", buffering=1)  # line-buffered: readable live
-    bar = Bar("train", t.max_steps, step) if setup.progress else None
+    # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live.
+    metrics_f = open(out / "metrics.jsonl", "a", buffering=1) if ranks.main else None
+    bar = Bar("train", t.max_steps, step) if setup.progress and ranks.main else None
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
     metrics: dict = {}
@@ -194,9 +218,13 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: batches.indices(epoch)}
             ix = epoch_cache[epoch][pos]
-            x = frame([train_ids[i] for i in ix]).to(setup.device)
-            rows = torch.as_tensor(ix, device=setup.device)
-            metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows])
+            mine = ranks.share(ix)
+            sync = (None if ranks.world == 1 else
+                    partial(sum_gradients, weight=len(mine) / len(ix), ranks=ranks))
+            x = frame([train_ids[i] for i in mine]).to(setup.device)
+            rows = torch.as_tensor(mine, device=setup.device)
+            metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
+                                        sync)
             if bank is not None:
                 bank[rows] = z_pos
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
@@ -210,6 +238,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
                      tok_s=tokens_seen / max(time.time() - t0, 1e-9))
+            if not ranks.main:
+                continue
             metrics_f.write(json.dumps(metrics) + "\n")
             if bar:
                 bar.update(step, _bar_info(metrics, last_eval))
@@ -224,13 +254,17 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if t.save_every and step % t.save_every == 0:
                 save_checkpoint(out, model, opts, step, extra)
     except KeyboardInterrupt:
-        save_checkpoint(out, model, opts, step, extra)  # nothing lost: resume continues from here
+        if ranks.main:
+            save_checkpoint(out, model, opts, step, extra)  # nothing lost: resume continues here
         raise
     finally:
         stop.restore()
-        metrics_f.close()
+        if metrics_f:
+            metrics_f.close()
         if bar:
             bar.close()
+    if not ranks.main:
+        return {"step": step, "run_dir": str(out), "rank": ranks.rank}
     save_checkpoint(out, model, opts, step, extra)
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
                "final_train_nll_tok": metrics.get("nll_tok"),
