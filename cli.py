@@ -114,7 +114,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Training iterations (paper: ~40,000)."),
           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per mini-batch."),
-          k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (paper 60)."),
+          k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (default 200; paper 60)."),
           s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
           k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (paper 20)."),
           s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
@@ -128,7 +128,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                  "training (1: Langevin)."),
           sample_noise0: Optional[float] = typer.Option(None, "--sample-noise0", help="Prior chain "
                                                         "noise scale when drawing samples (sample, "
-                                                        "evaluate; default 0.8, 'paper' preset 1)."),
+                                                        "evaluate; default 0.9, 'paper' preset 1)."),
           noise1: Optional[float] = typer.Option(None, "--noise1", help="Posterior chain noise scale "
                                                  "(1: Langevin; <1 a colder posterior; 0 gradient descent)."),
           posterior_init: Optional[str] = typer.Option(None, "--posterior-init", help="Where the posterior "

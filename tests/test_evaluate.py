@@ -29,8 +29,9 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     assert r.exit_code == 0, r.output
     res = json.loads((run / "eval.json").read_text())
     assert res["fppl"] > 1 and res["rppl"] > 1 and res["samples_generated"] == 60
-    # Samples come from the prior chain at the run's sampling noise (the default preset's 0.8).
-    assert res["sample_noise"] == 0.8
+    # Samples come from the prior chain at the run's sampling noise (the default preset's).
+    from textebm.config import SAMPLE_NOISE
+    assert res["sample_noise"] == SAMPLE_NOISE
     lat = res["latent"]
     for k in ("gap_nats_tok", "active_units", "mutual_info", "topic_probe_acc",
               "impossible_share", "samples_exact_nll_tok"):
