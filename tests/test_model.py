@@ -132,4 +132,3 @@ def test_encoder_guess_ignores_padding_and_batch_mates():
     together = enc(frame(SENTS))
     alone = torch.cat([enc(frame([s])) for s in SENTS])
     torch.testing.assert_close(together, alone)
-

@@ -145,11 +145,11 @@ INIT1 = ("noise", "persistent", "encoder")
 # authors' own short-run-inference text code (bpucla/sri_text). The default is the one
 # bench/latent_study.py measured best (README, "Latent use").
 SRI_SCHEDULE = [0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05]
-# The prior chain with a cold posterior (README "Latent use"): 200 steps instead of 60 let the
-# EBM's negatives reach where z+ lies, so the prior fits without drowning the likelihood in the
-# posterior (demo topic probe 78.8% -> 93.0%, samples 10.8% -> 10.1% impossible); a colder
-# chain for samples than for training (bench/sample_noise.py: 10.3% -> 8.8% impossible at +1%
-# NLL/token, 5,000 samples).
+# The prior chain with a cold posterior (README "Latent use"): 200 steps instead of 60, so the
+# EBM's negatives can reach where z+ lies. The evidence is thin: one run gave topic probe 93.0%
+# against 78.8% at 60 steps, two seeds after the encoder fix 58.6% and 86.8%; every 200-step run
+# kept gap >= 0.56 and <= 10.1% impossible samples. A colder chain for samples than for training
+# (bench/sample_noise.py: 10.3% -> 8.8% impossible at +1% NLL/token, 5,000 samples).
 PRIOR_STEPS = 200
 SAMPLE_NOISE = 0.9
 POSTERIOR_PRESETS: dict[str, dict] = {

@@ -97,7 +97,8 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     total, tokens = 0.0, 0
     # The C chains of a batch run as one decoder call (forward and backward to z).
-    for ix in by_length(ids, cfg.batch_size, max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)):
+    per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)
+    for ix in by_length(ids, cfg.batch_size, per_batch):
         batch = [ids[j] for j in ix]
         total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
         tokens += sum(len(s) + 1 for s in batch)

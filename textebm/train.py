@@ -237,7 +237,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             ntok = int(scored_tokens(x).sum())
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
-                     tok_s=tokens_seen / max(time.time() - t0, 1e-9))
+                           tok_s=tokens_seen / max(time.time() - t0, 1e-9))
             if not ranks.main:
                 continue
             metrics_f.write(json.dumps(metrics) + "\n")
@@ -245,8 +245,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                 bar.update(step, _bar_info(metrics, last_eval))
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
-                             "samples": sample_sentences(model, vocab, t.samples_shown, t.seed + 2,
-                                                     tokenizer)}
+                             "samples": sample_sentences(model, vocab, t.samples_shown,
+                                                         t.seed + 2, tokenizer)}
                 metrics_f.write(json.dumps(last_eval) + "\n")
                 metrics_f.flush()
                 if on_eval:
