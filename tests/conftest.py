@@ -19,7 +19,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# Absolute: several tests change the working folder, and the README passes a relative path.
+DATA = Path(os.environ.get("TEXTEBM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 need_ptb = pytest.mark.skipif(not (DATA / "ptb" / "ptb.train.txt").is_file(), reason=f"no PTB in {DATA}")
 need_yahoo = pytest.mark.skipif(not (DATA / "yahoo" / "yahoo.valid.txt").is_file(),
                                 reason=f"no Yahoo in {DATA}")
