@@ -143,6 +143,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
           threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+          precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 (bf16 compute, "
+                                                  "fp32 weights, normalisers and chains) or auto "
+                                                  "(bf16 where this machine runs it fast); the pick "
+                                                  "is recorded in config.json."),
           tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="word, or spm (sentencepiece "
                                                   "pieces learned on the training split)."),
           vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="spm: number of pieces "
@@ -167,7 +171,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     cli = {"train": {"max_steps": max_steps, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
-                     "tokenizer": tokenizer, "vocab_size": vocab_size},
+                     "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
@@ -212,19 +216,22 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     if ranks.main:
         mark_latest(run_dir)
         plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
-        out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s -> {run_dir}")
+        out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s "
+                  f"({summary['precision']}, {summary['threads']} threads) -> {run_dir}")
 
 
 CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpoint.pt). Default: "
                           "the latest run (runs/latest, $TEXTEBM_RUNS to move runs/).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 where this machine "
+                         "runs it fast).")
 
 
-def _open_run(checkpoint: Optional[Path], device: str):
+def _open_run(checkpoint: Optional[Path], device: str, precision: str = "fp32"):
     from textebm.api import load
     from textebm.device import pick_device
     from textebm.runs import resolve
-    return load(resolve(checkpoint), pick_device(device))
+    return load(resolve(checkpoint), pick_device(device), precision)
 
 
 def _note_unknown(unknown) -> None:
@@ -271,7 +278,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
-           device: str = DEVICE):
+           device: str = DEVICE, precision: str = PRECISION):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
     from textebm.api import plot_energy_profile, profile_summary
 
@@ -390,7 +397,7 @@ def lm_lstm(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
             max_epochs: int = typer.Option(30, "--max-epochs", help="Upper bound on epochs."),
             size: int = typer.Option(300, "--size", help="Embedding and hidden size."),
             device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-            as_json: bool = JSON):
+            precision: str = PRECISION, as_json: bool = JSON):
     """Train a word-level LSTM LM (SGD, lr decay on plateau, early stopping) and score a file."""
     from corpora.vocab import Vocab
     from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, train_lstm_lm
@@ -398,7 +405,7 @@ def lm_lstm(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
     from textebm.device import pick_device
     train_s = read_samples(train_file)
     vocab = Vocab.build(train_s)
-    cfg = LSTMLMConfig(embed=size, hidden=size, max_epochs=max_epochs)
+    cfg = LSTMLMConfig(embed=size, hidden=size, max_epochs=max_epochs, precision=precision)
     dev = pick_device(device)
     model, hist = train_lstm_lm(train_s, read_samples(valid_file), vocab, cfg, dev,
                                 progress=not as_json, ckpt_dir=out_dir)
@@ -421,11 +428,13 @@ def perplexity(samples: Path = typer.Argument(..., exists=True, dir_okay=False,
                corpus: str = typer.Option(..., "--corpus", help="ptb, yahoo, snli, demo, a folder or a file."),
                lm: str = LM_KIND, order: int = ORDER, data_dir: Optional[Path] = DATA_DIR,
                device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-               as_json: bool = JSON):
+               precision: str = PRECISION, as_json: bool = JSON):
     """Forward PPL (samples under a real-text LM) and reverse PPL (test text under a samples LM)."""
+    from lm_eval.lstm_lm import LSTMLMConfig
     from lm_eval.perplexity import PPLConfig, perplexities, read_samples
     from textebm.device import pick_device
-    res = perplexities(read_samples(samples), _load(corpus, data_dir), PPLConfig(lm=lm, order=order),
+    ppl_cfg = PPLConfig(lm=lm, order=order, lstm=LSTMLMConfig(precision=precision))
+    res = perplexities(read_samples(samples), _load(corpus, data_dir), ppl_cfg,
                        pick_device(device), progress=not as_json)
     if as_json:
         print(json.dumps({k: res[k] for k in ("fppl", "rppl", "real_fppl", "lm", "samples", "tokens",
@@ -453,19 +462,19 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-             as_json: bool = JSON):
+             precision: str = PRECISION, as_json: bool = JSON):
     """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
     the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks)."""
     from rich.progress import Progress
     from textebm.evaluate import EvalConfig, evaluate_run
     from textebm.runs import resolve
     run_dir = resolve(checkpoint)
-    tm = _open_run(run_dir, device)
+    tm = _open_run(run_dir, device, precision)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      nll_sentences=nll_sentences, nll_samples=nll_samples,
-                     diag_sentences=diag_sentences, noise=noise, seed=seed)
+                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision)
     with Progress(disable=as_json, console=err) as bar:
         def progress(name, total):
             task = bar.add_task(name, total=total)

@@ -1,15 +1,22 @@
-"""Benchmark full Algorithm 1 iterations (prior chain, posterior chain, both updates).
+"""Benchmark full Algorithm 1 iterations: textebm's trainer against a plain implementation,
+side by side in one process on identical batches.
 
     python bench/train_step.py --data ../shared/data/ptb/ptb.train.txt [--batch-size 32] [--iters 5]
+                               [--precision fp32|bf16|auto] [--modes ours,plain]
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
 project default, which adds the amortized initializer's step). `--device cuda` times on a GPU.
-`--mode ours` is textebm's trainer (length-bucketed batches, softmax only at real tokens, chain
-gradients w.r.t. z only); `--mode plain` is a straightforward implementation of the same
-algorithm (random batches, softmax at every padded position, `backward()` in the chains, which
-also fills parameter gradients) for comparison. Same K, s and exact softmax in both.
-Prints one JSON line: sec_per_iter, tokens_per_sec (real tokens, padding excluded), peak memory.
+`ours` is textebm's `train_step` (softmax only at real tokens through the fused softmax of
+textebm/softmax.py, chain gradients w.r.t. z only, decoder at `--precision`); `plain` is a
+straightforward fp32 implementation of the same algorithm (nn.Linear + log_softmax at every padded
+position, `backward()` in the chains, which also fills parameter gradients). Same K, s, exact
+softmax and the same batches (`--batches`: random sentences, or the trainer's length-bucketed
+batches) in both; the modes alternate
+batch by batch, each with its own model and optimizers from the same initial weights.
+Prints one JSON line per mode (sec_per_iter, tokens_per_sec over real tokens, peak memory), then
+one with the ratio ours/plain and, for bf16, the relative error of the posterior-chain gradient
+dU/dz against fp32 on the first batch.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from corpora.batching import Batches, frame, scored_tokens  # noqa: E402
 from corpora.preprocess import read_sentences  # noqa: E402
 from corpora.vocab import PAD_ID, Vocab  # noqa: E402
 from textebm.config import apply_posterior_preset, for_corpus  # noqa: E402
+from textebm.precision import DTYPES, resolve  # noqa: E402
 from textebm.train import build_model, make_optimizers, train_step  # noqa: E402
 
 
@@ -68,52 +76,89 @@ def plain_step(model, x, opts, cfg):
         o.step()
 
 
+def chain_grad(model, x, z):
+    """dU1/dz at z for x, the quantity every posterior step computes. -> (B, D)"""
+    z = z.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model.posterior_energy(z, x).sum(), z)
+    return g
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="training text, one sentence per line")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=5, help="timed iterations (after 1 warm-up)")
-    ap.add_argument("--mode", choices=["ours", "plain"], default="ours")
+    ap.add_argument("--iters", type=int, default=5, help="timed iterations per mode (after 1 warm-up)")
+    ap.add_argument("--modes", default="ours,plain", help="comma-separated: ours, plain")
+    ap.add_argument("--precision", default="fp32", help="ours: fp32, bf16 or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--posterior", default="paper", help="posterior-chain preset (paper, sri, encoder)")
+    ap.add_argument("--batches", choices=["random", "bucketed"], default="random",
+                    help="random: sentences drawn at random (what a plain trainer sees); bucketed: "
+                         "the textebm trainer's length-sorted batches (little padding for either)")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
 
     def sync():  # CUDA runs asynchronously: time whole iterations
         if dev.type == "cuda":
             torch.cuda.synchronize()
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
     sents = read_sentences(Path(a.data), "other", 400)
     vocab = Vocab.build(sents)
     ids = [vocab.encode(s) for s in sents]
     cfg = apply_posterior_preset(for_corpus("ptb"), a.posterior)
     cfg.decoder.vocab_size = len(vocab)
-    model = build_model(cfg).to(dev)
-    opts = make_optimizers(model, cfg)
-    batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.mode == "ours").indices(0)
-    step = train_step if a.mode == "ours" else plain_step
-    secs, tokens = [], 0
+    precision, why = resolve(a.precision, dev)
+    runs = {}
+    for m in modes:
+        torch.manual_seed(a.seed)  # same initial weights in every mode
+        model = build_model(cfg).to(dev)
+        if m == "ours":
+            model.decoder.compute_dtype = DTYPES[precision]
+        runs[m] = (model, make_optimizers(model, cfg), train_step if m == "ours" else plain_step)
+    batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
+    extra = {}
+    if precision != "fp32" and "ours" in runs:
+        x = frame([ids[j] for j in batches[0]]).to(dev)
+        model = runs["ours"][0].eval()
+        z = torch.randn(x.size(0), cfg.prior.latent_dim, device=dev)
+        g_low = chain_grad(model, x, z)
+        model.decoder.compute_dtype = torch.float32
+        g32 = chain_grad(model, x, z)
+        model.decoder.compute_dtype = DTYPES[precision]
+        extra["chain_grad_rel_err"] = round(float((g_low - g32).norm() / g32.norm()), 5)
+    secs = {m: [] for m in modes}
+    tokens = {m: 0 for m in modes}
     for i in range(a.iters + 1):
         x = frame([ids[j] for j in batches[i]]).to(dev)
-        sync()
-        t = time.perf_counter()
-        step(model, x, opts, cfg)
-        sync()
-        if i:  # the first iteration warms up allocators and kernels
-            secs.append(time.perf_counter() - t)
-            tokens += int(scored_tokens(x).sum())
-    print(json.dumps({"bench": "train_step", "mode": a.mode, "posterior": a.posterior,
-                      "batch_size": a.batch_size,
-                      "iters": a.iters, "threads": torch.get_num_threads(), "device": a.device,
-                      "vocab": len(vocab), "sec_per_iter": round(float(np.mean(secs)), 4),
-                      "tokens_per_sec": round(tokens / sum(secs), 2),
-                      "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                      "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                      if dev.type == "cuda" else None}))
+        for m, (model, opts, step) in runs.items():
+            sync()
+            t = time.perf_counter()
+            step(model, x, opts, cfg)
+            sync()
+            if i:  # the first iteration warms up allocators and kernels
+                secs[m].append(time.perf_counter() - t)
+                tokens[m] += int(scored_tokens(x).sum())
+    common = {"bench": "train_step", "posterior": a.posterior, "batches": a.batches,
+              "batch_size": a.batch_size,
+              "iters": a.iters, "threads": torch.get_num_threads(), "device": a.device,
+              "vocab": len(vocab)}
+    tps = {}
+    for m in modes:
+        tps[m] = tokens[m] / sum(secs[m])
+        print(json.dumps({**common, "mode": m, "precision": precision if m == "ours" else "fp32",
+                          "sec_per_iter": round(float(np.mean(secs[m])), 4),
+                          "tokens_per_sec": round(tps[m], 2)}))
+    summary = {**common, "mode": "ratio", "precision": precision, "precision_why": why, **extra,
+               "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+               if dev.type == "cuda" else None}
+    if {"ours", "plain"} <= set(modes):
+        summary["ours_over_plain"] = round(tps["ours"] / tps["plain"], 3)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -34,21 +34,6 @@ def scored_tokens(x: torch.Tensor) -> torch.Tensor:
     return (x[:, 1:] != PAD_ID).sum(1)
 
 
-def sentence_log_probs(states: torch.Tensor, x: torch.Tensor, project) -> torch.Tensor:
-    """log p(x) per sentence from an autoregressive model's states, summed over the scored
-    targets (words and `</s>`; never `<s>` or padding).
-
-    states: (B, T-1, H), the state before each target of the framed x: (B, T); `project` maps
-    (N, H) states to (N, V) logits and runs only at the N real targets (padding costs nothing).
-    -> (B,).
-    """
-    tgt = x[:, 1:]
-    mask = tgt != PAD_ID
-    tok_lp = -torch.nn.functional.cross_entropy(project(states[mask]), tgt[mask], reduction="none")
-    rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
-    return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
-
-
 def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
                 bucket: bool = True) -> list[np.ndarray]:
     """Index arrays of one epoch's batches; a deterministic function of its arguments."""

@@ -24,17 +24,19 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from corpora.batching import Batches, by_length, frame, scored_tokens, sentence_log_probs
+from corpora.batching import Batches, by_length, frame, scored_tokens
 from corpora.progress import Bar
 from corpora.vocab import UNK_ID, Vocab
 from corpora.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
+from textebm.precision import DTYPES, PRECISIONS, autocast, resolve as resolve_precision
+from textebm.softmax import sentence_log_probs
 
 MODEL, CONFIG, VOCAB, TRAIN_STATE, HISTORY = ("lm.pt", "lm_config.json", "vocab.txt",
                                               "lm_train.pt", "lm_history.json")
@@ -58,8 +60,11 @@ class LSTMLMConfig:
     batch_size: int = 32
     loss: str = "sentence"      # "sentence": sum over tokens, mean over sentences; "token": mean/token
     seed: int = 0
+    precision: str = "fp32"     # fp32, bf16 or auto (textebm.precision; auto is resolved at training)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.tied and self.embed != self.hidden:
             raise ValueError(f"tied embeddings need embed == hidden, got {self.embed} != {self.hidden}")
         if self.loss not in ("sentence", "token"):
@@ -92,6 +97,7 @@ class LSTMLM(nn.Module):
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
         if cfg.tied:
             self.proj.weight = self.embed.weight
+        self.compute_dtype = DTYPES.get(cfg.precision, torch.float32)  # not in the state_dict
 
     @property
     def vocab_size(self) -> int:
@@ -103,7 +109,8 @@ class LSTMLM(nn.Module):
         Padding only ever follows `</s>`, and the LSTM runs left to right, so the outputs at real
         positions do not depend on how much padding the batch has (no packing needed).
         """
-        out, _ = self.lstm(self.drop(self.embed(x[:, :-1])))
+        with autocast(x.device.type, self.compute_dtype):
+            out, _ = self.lstm(self.drop(self.embed(x[:, :-1])))
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +119,14 @@ class LSTMLM(nn.Module):
         x: (B, T) long, framed `<s> w1 .. wn </s> <pad>..` -> (B,). The output projection and the
         softmax run only at real (non-pad) target positions.
         """
-        return sentence_log_probs(self._states(x), x, lambda h: self.proj(self.drop(h)))
+        return sentence_log_probs(self._states(x), x, self.proj, self.drop, self.compute_dtype)
 
     def next_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """The full next-word distribution at every position. x: (B, T) -> (B, T-1, V) log-probs.
 
         For inspection and small inputs; it computes the softmax at padding positions too.
         """
-        return F.log_softmax(self.proj(self.drop(self._states(x))), -1)
+        return F.log_softmax(self.proj(self.drop(self._states(x).float())), -1)
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -244,6 +251,8 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
     """
     cfg = cfg or LSTMLMConfig()
     device = torch.device(device)
+    if cfg.precision == "auto":
+        cfg = replace(cfg, precision=resolve_precision("auto", device)[0])
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     train_ids = [vocab.encode(s) for s in train]
     valid_ids = [vocab.encode(s) for s in valid]

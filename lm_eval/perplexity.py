@@ -65,7 +65,10 @@ class _Scorer:
 
 
 def _lstm_cache(corpus: Corpus, cfg: PPLConfig) -> Path:
-    key = json.dumps({"corpus": corpus.describe(), "lstm": asdict(cfg.lstm)}, sort_keys=True)
+    recipe = asdict(cfg.lstm)
+    if recipe["precision"] == "fp32":
+        del recipe["precision"]  # the key of LMs cached before the option existed
+    key = json.dumps({"corpus": corpus.describe(), "lstm": recipe}, sort_keys=True)
     return cache_dir() / "lm" / f"{corpus.name}-lstm-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 

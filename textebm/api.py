@@ -27,6 +27,7 @@ from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
 from textebm.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, load_run_files
 from textebm.config import RunConfig
 from textebm.model import LatentEBM
+from textebm.precision import DTYPES, resolve as resolve_precision
 
 DECODE_MODES = ("sample", "greedy")
 # Longest decoded sentence when the caller does not say (tokens, `</s>` included). Yahoo
@@ -147,6 +148,11 @@ class TextEBM:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def precision(self) -> str:
+        """The decoder's compute precision, fp32 or bf16 (textebm.precision)."""
+        return "bf16" if self.model.decoder.compute_dtype == torch.bfloat16 else "fp32"
 
     @property
     def latent_dim(self) -> int:
@@ -324,10 +330,11 @@ class TextEBM:
         return Interpolation(t=t.squeeze(1), z=z, sentences=self.decode(ids), n_unk=enc.n_unk)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> TextEBM:
+def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> TextEBM:
     """Load a run folder (config.json, vocab.txt, checkpoint.pt; weights only, no pickles).
-    A path to checkpoint.pt itself also works. Raises CheckpointError for a missing, corrupted
-    or mismatched run."""
+    A path to checkpoint.pt itself also works. `precision`: fp32, bf16 or auto for the decoder's
+    compute (textebm.precision); `TextEBM.precision` says what was picked. Raises
+    CheckpointError for a missing, corrupted or mismatched run."""
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.name == CHECKPOINT:
         run_dir = run_dir.parent
@@ -343,6 +350,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> TextEBM:
         first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), "")
         raise CheckpointError(f"{run_dir}: the weights do not match config.json / vocab.txt "
                               f"({first[:160]})") from None
+    picked, _ = resolve_precision(precision, device)
+    model.decoder.compute_dtype = DTYPES[picked]
     return TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)))
 
 

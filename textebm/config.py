@@ -97,6 +97,8 @@ class TrainConfig:
     tokenizer: str = "word"
     vocab_size: int | None = None
     min_count: int = 1
+    precision: str = "fp32"       # fp32, bf16 or auto (textebm.precision)
+    precision_used: str | None = None  # what the run computes in; auto's pick, fixed at the start
 
 
 @dataclass
@@ -125,6 +127,8 @@ class RunConfig:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0:
             raise ValueError("batch size must be >= 1 and max steps >= 0")
+        if t.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):
             raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
         if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from corpora.batching import sentence_log_probs
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID
 from textebm.config import DecoderConfig
+from textebm.precision import autocast
+from textebm.softmax import sentence_log_probs
 
 MAX_LOGITS = 2**24  # rows x positions x vocabulary of one scoring call: 64 MB of fp32 logits
 
@@ -27,6 +28,9 @@ class LSTMDecoder(nn.Module):
         self.proj = nn.Linear(cfg.hidden, cfg.vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        # Compute precision of the LSTM and the softmax matmuls (textebm.precision); weights,
+        # log-probs and gradients w.r.t. z stay fp32. Not part of the state_dict.
+        self.compute_dtype = torch.float32
 
     def token_cap(self, max_logits: int = MAX_LOGITS) -> int:
         """Target positions (rows x length) per call whose logits stay under `max_logits`
@@ -46,8 +50,9 @@ class LSTMDecoder(nn.Module):
         inp = x[:, :-1]
         emb = self.drop(self.embed(inp))
         zz = z.unsqueeze(1).expand(-1, inp.size(1), -1)
-        out, _ = self.lstm(torch.cat([emb, zz], -1), self._init_state(z))
-        return sentence_log_probs(out, x, lambda h: self.proj(self.drop(h)))
+        with autocast(x.device.type, self.compute_dtype):
+            out, _ = self.lstm(torch.cat([emb, zz], -1), self._init_state(z))
+        return sentence_log_probs(out, x, self.proj, self.drop, self.compute_dtype)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_len: int = 60, greedy: bool = False,
@@ -66,8 +71,9 @@ class LSTMDecoder(nn.Module):
         tok = torch.full((B,), BOS_ID, dtype=torch.long, device=z.device)
         zin, t = z, 0
         for t in range(max_len):
-            o, (h, c) = self.lstm(torch.cat([self.embed(tok), zin], -1).unsqueeze(1), (h, c))
-            logits = self.proj(o[:, 0])
+            with autocast(z.device.type, self.compute_dtype):
+                o, (h, c) = self.lstm(torch.cat([self.embed(tok), zin], -1).unsqueeze(1), (h, c))
+                logits = self.proj(o[:, 0]).float()
             if greedy:
                 tok = logits.argmax(-1)
             else:

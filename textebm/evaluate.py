@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textebm.nll import NLLConfig, importance_nll
+from lm_eval.lstm_lm import LSTMLMConfig
 from lm_eval.perplexity import PPLConfig, perplexities
 from textebm import diagnostics
 from textebm.api import TextEBM
@@ -34,6 +35,7 @@ class EvalConfig:
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     seed: int = 0
+    precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
 
 
 def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfig(),
@@ -45,9 +47,9 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
     s = tm.sample_chains(cfg.num_samples, decode=cfg.decode, seed=cfg.seed, noise=cfg.noise)
     (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
     samples = [x.split() for x in s.sentences if x.split()]
-    res = perplexities(samples, corpus, PPLConfig(lm=cfg.lm, order=cfg.order), tm.device,
-                       progress=progress is not None)
-    res.update(decode=cfg.decode, sample_noise=s.noise, samples_generated=cfg.num_samples,
+    ppl_cfg = PPLConfig(lm=cfg.lm, order=cfg.order, lstm=LSTMLMConfig(precision=cfg.precision))
+    res = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
+    res.update(precision=tm.precision, decode=cfg.decode, sample_noise=s.noise, samples_generated=cfg.num_samples,
                empty_samples=cfg.num_samples - len(samples), run=str(run_dir), seed=cfg.seed,
                posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")

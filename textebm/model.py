@@ -8,6 +8,7 @@ With `kind="gaussian"` E is 0: the fixed N(0, I) prior baseline (paper Table 8).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -17,6 +18,19 @@ from textebm.decoder import LSTMDecoder
 from textebm.encoder import AmortizedInit
 from textebm.langevin import init_z, langevin
 from textebm.prior import EnergyPrior
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Parameters stop requiring gradients for the duration: a Langevin chain needs dU/dz only,
+    and the fused softmax (textebm.softmax) would otherwise also form its weight gradient."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 class LatentEBM(nn.Module):
@@ -107,7 +121,8 @@ class LatentEBM(nn.Module):
         try:
             if z0 is None:
                 z0 = self.chain_start(x, generator)
-            return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
-                            generator, noise=cfg.noise1, **trace)
+            with frozen(self):
+                return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
+                                generator, noise=cfg.noise1, **trace)
         finally:
             self.train(was_training)

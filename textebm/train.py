@@ -36,6 +36,7 @@ from textebm.diagnostics import latent_use
 from textebm.distributed import Ranks, barrier, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
+from textebm.precision import DTYPES, resolve
 
 
 class DivergenceError(Exception):
@@ -170,6 +171,10 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
         vocab = Vocab.build(to_units(corpus.train, tokenizer),
                             max_size=None if tokenizer else t.vocab_size, min_count=t.min_count)
         cfg.decoder.vocab_size = len(vocab)
+        # `auto` is decided once, when the run starts; a resume computes as the run began.
+        t.precision_used, why = resolve(t.precision, setup.device)
+        if setup.progress:
+            print(f"precision: {t.precision_used} ({why})")
         save_run_files(out, cfg, vocab)
         barrier(ranks)
 
@@ -177,6 +182,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     valid = corpus.split("valid")[: t.eval_sentences] if corpus.has("valid") else []
     valid_ids = [vocab.encode(s) for s in to_units(valid, tokenizer)]
     model = build_model(cfg).to(setup.device)
+    model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
     opts = make_optimizers(model, cfg)
     step = 0
     if setup.resume:
@@ -268,7 +274,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     save_checkpoint(out, model, opts, step, extra)
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
                "final_train_nll_tok": metrics.get("nll_tok"),
-               "last_eval": last_eval, "seconds": time.time() - t0}
+               "last_eval": last_eval, "seconds": time.time() - t0,
+               "precision": t.precision_used, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -1,0 +1,106 @@
+"""The output softmax of a word-level model, fused: log p(target | state) at N positions.
+
+    log_probs(h, W, b, y)[n] = log softmax(h[n] W^T + b)[y[n]]          h: (N, H), W: (V, H)
+
+Both the decoder p_beta(x|z) and the evaluation LSTM LM score sentences through it, and inside
+a posterior Langevin chain it runs K1 times per iteration on every real token, so it is the
+hottest code in training (PTB: 10,000 words x 512 units). Written as one autograd Function
+rather than `linear` + `cross_entropy` because:
+  - the forward keeps one (N, V) buffer, the logits turned into probabilities in place, and the
+    backward builds dlogits from it in one pass (cross_entropy keeps logits and the log-softmax
+    output, zero-fills a gradient buffer and re-reads each);
+  - on CPU the forward matmul goes through oneDNN (`mkldnn._linear_pointwise`), which measured
+    1.6-1.9x faster than the default BLAS path for this shape on our machines (bench/train_step.py);
+  - `dtype` sets the precision of the two big matmuls (bf16 for --precision bf16) while the
+    normaliser log-sum-exp, the returned log-probs and every gradient stay fp32.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from corpora.vocab import PAD_ID
+
+
+def _onednn_ok(t: torch.Tensor) -> bool:
+    return (t.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and t.dtype in (torch.float32, torch.bfloat16))
+
+
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """h W^T + b: (N, H) x (V, H) -> (N, V), in h's dtype."""
+    if _onednn_ok(h):
+        return torch.ops.mkldnn._linear_pointwise(h.contiguous(), w.contiguous(), b, "none", [], "")
+    return F.linear(h, w, b)
+
+
+def _lowered(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """t in a 16-bit compute dtype; fp32 asks for no cast (fp64 tests stay fp64)."""
+    if t is None or dtype.itemsize >= 4 or t.dtype == dtype:
+        return t
+    return t.to(dtype)
+
+
+class _TargetLogProb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, target, dtype):
+        cast = partial(_lowered, dtype=dtype)
+        # The normaliser is taken in fp32 at least, whatever the matmuls ran in.
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        logits = _linear(cast(h), cast(weight), cast(bias)).to(acc)
+        # Softmax in place, in four passes over the (N, V) buffer (max, exp, sum, scale).
+        picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+        top = logits.amax(1, keepdim=True)
+        probs = logits.sub_(top).exp_()
+        total = probs.sum(1, keepdim=True)
+        probs.div_(total)
+        out = picked - (top + total.log()).squeeze(1)
+        ctx.save_for_backward(h, weight, probs, target)
+        ctx.dtype, ctx.has_bias = dtype, bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # first-order gradients only
+    def backward(ctx, grad):
+        h, weight, probs, target = ctx.saved_tensors
+        # d out[n] / d logits[n] = onehot(y[n]) - softmax[n]. A new buffer, not the saved one,
+        # so that a graph kept with retain_graph can be differentiated again.
+        d = probs * -grad.unsqueeze(1)
+        d.scatter_add_(1, target.unsqueeze(1), grad.unsqueeze(1))
+        dh = dw = db = None
+        low = partial(_lowered, dtype=ctx.dtype)
+        if ctx.needs_input_grad[0]:
+            dh = (low(d) @ low(weight)).to(h.dtype)
+        if ctx.needs_input_grad[1]:
+            dw = (low(d).t() @ low(h)).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = d.sum(0)
+        return dh, dw, db, None, None
+
+
+def target_log_probs(h: torch.Tensor, proj: torch.nn.Linear, target: torch.Tensor,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """log softmax(proj(h))[target] per row. h: (N, H), target: (N,) long -> (N,) fp32.
+    `dtype` is the matmuls' precision (fp32 or bf16); gradients reach h, proj.weight, proj.bias."""
+    return _TargetLogProb.apply(h, proj.weight, proj.bias, target, dtype)
+
+
+def sentence_log_probs(states: torch.Tensor, x: torch.Tensor, proj: torch.nn.Linear,
+                       dropout: torch.nn.Module | None = None,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """log p(x) per sentence from an autoregressive model's states, summed over the scored
+    targets (words and `</s>`; never `<s>` or padding).
+
+    states: (B, T-1, H), the state before each target of the framed x: (B, T); `dropout` then
+    `proj` map the states to logits, only at the N real targets (padding costs nothing). -> (B,).
+    """
+    tgt = x[:, 1:]
+    mask = tgt != PAD_ID
+    h = states[mask]
+    if dropout is not None:
+        h = dropout(h)
+    tok_lp = target_log_probs(h, proj, tgt[mask], dtype)
+    rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
+    return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
