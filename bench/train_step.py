@@ -3,6 +3,7 @@ side by side in one process on identical batches.
 
     python bench/train_step.py --data ../shared/data/ptb/ptb.train.txt [--batch-size 32] [--iters 5]
                                [--precision fp32|bf16|auto] [--modes ours,plain]
+    python bench/train_step.py --data ... --modes ours:fp32,ours:bf16,plain   # all three at once
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
@@ -14,9 +15,9 @@ position, `backward()` in the chains, which also fills parameter gradients). Sam
 softmax and the same batches (`--batches`: random sentences, or the trainer's length-bucketed
 batches) in both; the modes alternate
 batch by batch, each with its own model and optimizers from the same initial weights.
-Prints one JSON line per mode (sec_per_iter, tokens_per_sec over real tokens, peak memory), then
-one with the ratio ours/plain and, for bf16, the relative error of the posterior-chain gradient
-dU/dz against fp32 on the first batch.
+Prints one JSON line per mode (sec_per_iter, tokens_per_sec over real tokens), then one with the
+tokens/s ratios (each mode over `plain`, and over `ours:fp32` where it ran), peak memory and, for
+bf16, the relative error of the posterior-chain gradient dU/dz against fp32 on the first batch.
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="training text, one sentence per line")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per mode (after 1 warm-up)")
-    ap.add_argument("--modes", default="ours,plain", help="comma-separated: ours, plain")
+    ap.add_argument("--modes", default="ours,plain",
+                    help="comma-separated: ours (at --precision), ours:fp32, ours:bf16, plain")
     ap.add_argument("--precision", default="fp32", help="ours: fp32, bf16 or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -112,23 +114,27 @@ def main() -> None:
     cfg = apply_posterior_preset(for_corpus("ptb"), a.posterior)
     cfg.decoder.vocab_size = len(vocab)
     precision, why = resolve(a.precision, dev)
-    runs = {}
+    runs, prec = {}, {}
     for m in modes:
+        kind, _, p = m.partition(":")
+        if kind not in ("ours", "plain") or (p and kind == "plain"):
+            raise SystemExit(f"unknown mode {m!r}: ours, ours:fp32, ours:bf16 or plain")
+        prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
         model = build_model(cfg).to(dev)
-        if m == "ours":
-            model.decoder.compute_dtype = DTYPES[precision]
-        runs[m] = (model, make_optimizers(model, cfg), train_step if m == "ours" else plain_step)
+        model.decoder.compute_dtype = DTYPES[prec[m]]
+        runs[m] = (model, make_optimizers(model, cfg), train_step if kind == "ours" else plain_step)
     batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
     extra = {}
-    if precision != "fp32" and "ours" in runs:
+    low = next((m for m in modes if m.startswith("ours") and prec[m] != "fp32"), None)
+    if low is not None:
         x = frame([ids[j] for j in batches[0]]).to(dev)
-        model = runs["ours"][0].eval()
+        model = runs[low][0].eval()
         z = torch.randn(x.size(0), cfg.prior.latent_dim, device=dev)
         g_low = chain_grad(model, x, z)
         model.decoder.compute_dtype = torch.float32
         g32 = chain_grad(model, x, z)
-        model.decoder.compute_dtype = DTYPES[precision]
+        model.decoder.compute_dtype = DTYPES[prec[low]]
         extra["chain_grad_rel_err"] = round(float((g_low - g32).norm() / g32.norm()), 5)
     secs = {m: [] for m in modes}
     tokens = {m: 0 for m in modes}
@@ -149,15 +155,19 @@ def main() -> None:
     tps = {}
     for m in modes:
         tps[m] = tokens[m] / sum(secs[m])
-        print(json.dumps({**common, "mode": m, "precision": precision if m == "ours" else "fp32",
+        print(json.dumps({**common, "mode": m, "precision": prec[m],
                           "sec_per_iter": round(float(np.mean(secs[m])), 4),
                           "tokens_per_sec": round(tps[m], 2)}))
-    summary = {**common, "mode": "ratio", "precision": precision, "precision_why": why, **extra,
+    summary = {**common, "mode": "ratios", "precision": precision, "precision_why": why, **extra,
                "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
                if dev.type == "cuda" else None}
-    if {"ours", "plain"} <= set(modes):
-        summary["ours_over_plain"] = round(tps["ours"] / tps["plain"], 3)
+    # tokens/s of every mode over the plain implementation's and over fp32 ours, where run
+    for base in ("plain", "ours:fp32"):
+        if base in tps:
+            for m in modes:
+                if m != base and m != "plain":
+                    summary[f"{m}_over_{base}"] = round(tps[m] / tps[base], 3)
     print(json.dumps(summary))
 
 

@@ -46,7 +46,7 @@ import gzip
 import math
 import warnings
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -126,6 +126,39 @@ def _drop_markers(sentences: list[Sequence[str]], words: Iterable[str]) -> list[
     if BOS in words or EOS in words:
         return [[w for w in s if w != BOS and w != EOS] for s in sentences]
     return sentences
+
+
+ENCODE_CHUNK = 65536  # sentences read at a time: only their ids outlive the chunk
+
+
+def _encode_stream(sentences: Iterable[Sequence[str]], word2id: dict[str, int],
+                   grow: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated word ids (T,) and lengths (S,) of tokenised sentences, `<s>`/`</s>` dropped.
+
+    Reads ENCODE_CHUNK sentences at a time, so that an iterator over a file of 100,000 samples
+    is never held as lists of words (nor twice, as sentences and as tokens): only int64 ids
+    are kept. `grow`: a word not in `word2id` gets the next id (first-appearance order, which
+    training's vocabulary uses); otherwise it is scored as `<unk>`.
+    """
+    ids, lengths = [], []
+    it = iter(sentences)
+    while part := list(islice(it, ENCODE_CHUNK)):
+        flat = list(chain.from_iterable(part))
+        present = set(flat)
+        if BOS in present or EOS in present:
+            part = _drop_markers(part, present)
+            flat = list(chain.from_iterable(part))
+        if grow:  # one pass over the chunk's distinct words, not its tokens
+            new = [w for w in dict.fromkeys(flat) if w not in word2id]
+            word2id.update(zip(new, range(len(word2id), len(word2id) + len(new))))
+            ids.append(np.fromiter(map(word2id.__getitem__, flat), dtype=np.int64, count=len(flat)))
+        else:
+            ids.append(np.fromiter(map(word2id.get, flat, repeat(UNK_ID)), dtype=np.int64,
+                                   count=len(flat)))
+        lengths.append(np.fromiter(map(len, part), dtype=np.int64, count=len(part)))
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ids), np.concatenate(lengths)
 
 
 def _frame(ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -257,17 +290,10 @@ class NGramLM:
         if not 1 <= order <= MAX_ORDER:
             raise ValueError(f"order must be in 1..{MAX_ORDER}, got {order}")
         fallback = _check_fallback(discount_fallback)
-        sentences = list(sentences)
-        flat = list(chain.from_iterable(sentences))
-        seen = dict.fromkeys(flat)
-        sentences = _drop_markers(sentences, seen)
-        if BOS in seen or EOS in seen:
-            flat = list(chain.from_iterable(sentences))
-        extra = [w for w in dict.fromkeys(vocab or ()) if w not in seen and w not in (UNK, BOS, EOS)]
-        vocab = [UNK, BOS, EOS] + [w for w in seen if w not in (UNK, BOS, EOS)] + extra
-        word2id = {w: i for i, w in enumerate(vocab)}
-        ids = np.fromiter(map(word2id.__getitem__, flat), dtype=np.int64, count=len(flat))
-        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        word2id = {UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID}
+        ids, lengths = _encode_stream(sentences, word2id, grow=True)
+        extra = [w for w in dict.fromkeys(vocab or ()) if w not in word2id]
+        vocab = list(word2id) + extra
         w, offset, _ = _frame(ids, lengths)
         V = len(vocab)
 
@@ -359,16 +385,7 @@ class NGramLM:
 
     # ----------------------------------------------------------------- scoring
     def _encode(self, sentences: Iterable[Sequence[str]]):
-        sentences = list(sentences)
-        flat = list(chain.from_iterable(sentences))
-        present = set(flat)
-        if BOS in present or EOS in present:
-            sentences = _drop_markers(sentences, present)
-            flat = list(chain.from_iterable(sentences))
-        ids = np.fromiter(map(self.word2id.get, flat, repeat(UNK_ID)), dtype=np.int64,
-                          count=len(flat))
-        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-        return ids, lengths
+        return _encode_stream(sentences, self.word2id, grow=False)
 
     def _log10_probs(self, w: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """log10 p(w[t] | up to order-1 preceding tokens) for every t; w, offset: (T,).

@@ -50,6 +50,26 @@ def read_samples(path: str | Path, max_len: int = 400) -> list[list[str]]:
     return read_sentences(Path(path), "other", max_len)
 
 
+class SampleFile:
+    """The sentences of a text file as token lists (empty lines skipped), read afresh each time
+    it is iterated: `evaluate` hands 100,000 samples to the n-gram LMs this way, so that they
+    never sit in memory as lists of words. len() counts them (one pass)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __iter__(self):
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                toks = line.split()
+                if toks:
+                    yield toks
+
+    def __len__(self) -> int:
+        with open(self.path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+
+
 class _Scorer:
     """A trained LM behind one interface: score(sentences) -> {ppl, tokens, oov}."""
 
@@ -103,9 +123,12 @@ def reverse_lm(samples: list[list[str]], corpus: Corpus, cfg: PPLConfig, device=
 
 def perplexities(samples: list[list[str]], corpus: Corpus, cfg: PPLConfig = PPLConfig(),
                  device="cpu", progress: bool = True) -> dict:
-    """FPPL and RPPL of `samples` against `corpus`, with token counts and every setting."""
-    if not samples:
+    """FPPL and RPPL of `samples` (token lists, or a SampleFile) against `corpus`, with token
+    counts and every setting. The n-gram LMs read the samples as a stream."""
+    if not len(samples):
         raise ValueError("no samples to evaluate")
+    if cfg.lm == "lstm" and not isinstance(samples, list):
+        samples = list(samples)  # the LSTM LM splits and batches them
     test = corpus.split("test")
     fwd = forward_lm(corpus, cfg, device, progress)
     f, real = fwd.score(samples), fwd.score(test)

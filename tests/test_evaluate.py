@@ -49,3 +49,28 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     direct = importance_nll(tm.model, ids, NLLConfig(samples=8, seed=0))
     assert res["nll"]["nll"] == pytest.approx(direct["nll"], rel=1e-6)
     assert res["nll"]["tokens"] == direct["tokens"]
+
+
+def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
+    # evaluate draws its samples a chunk at a time into samples.txt: every sample lands there,
+    # the first chunk is exactly what one sample_chains call with the seed gives, and the
+    # streamed file scores as the same sentences held in a list do.
+    import textebm.evaluate as ev
+    from corpora.registry import load_corpus
+    from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+    tm = load(run)
+    monkeypatch.setattr(ev, "SAMPLE_CHUNK", 7)
+    noise = ev.write_samples(tm, tmp_path / "s.txt", ev.EvalConfig(num_samples=17, seed=3))
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    assert len(lines) == 17 and noise == tm.config.langevin.sampling_noise()
+    assert lines[:7] == tm.sample_chains(7, seed=3).sentences
+    assert lines[7:14] == tm.sample_chains(7, seed=4).sentences
+    corpus = load_corpus("demo")
+    streamed = perplexities(SampleFile(tmp_path / "s.txt"), corpus, PPLConfig(order=3), progress=False)
+    held = perplexities([s.split() for s in lines if s.split()], corpus, PPLConfig(order=3),
+                        progress=False)
+    assert (streamed["fppl"], streamed["rppl"], streamed["samples"]) == \
+        (held["fppl"], held["rppl"], held["samples"])

@@ -387,3 +387,20 @@ def test_lmplz_parity_ptb(order, tmp_path):
     their_ppl = math.exp(-their_lp / res.tokens)
     assert res.ppl == pytest.approx(their_ppl, rel=1e-3)
     assert_same_model(ours, arpa, discounts)
+
+
+def test_streamed_input_in_small_chunks_gives_the_same_model(corpus, heldout, monkeypatch,
+                                                              tmp_path):
+    # Sentences read from a generator a few at a time (as `evaluate` streams its samples file)
+    # give the model and scores a list gives; markers inside a chunk are still dropped.
+    import lm_eval.ngram as ngram
+    whole = NGramLM.train(corpus + [["<s>", "w1", "</s>"]], order=3, vocab=["extra"])
+    monkeypatch.setattr(ngram, "ENCODE_CHUNK", 7)
+    streamed = NGramLM.train((s for s in corpus + [["<s>", "w1", "</s>"]]), order=3,
+                             vocab=["extra"])
+    assert streamed.vocab == whole.vocab
+    whole.to_arpa(tmp_path / "a.arpa")
+    streamed.to_arpa(tmp_path / "b.arpa")
+    assert (tmp_path / "a.arpa").read_text() == (tmp_path / "b.arpa").read_text()
+    a, b = whole.score(heldout), streamed.score(iter(heldout))
+    assert (a.logprob, a.tokens, a.oov) == (b.logprob, b.tokens, b.oov)

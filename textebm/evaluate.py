@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textebm.nll import NLLConfig, importance_nll
 from lm_eval.lstm_lm import LSTMLMConfig
-from lm_eval.perplexity import PPLConfig, perplexities
+from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
 from textebm import diagnostics
 from textebm.api import TextEBM
 from textebm.checkpoint import write_json
@@ -22,6 +22,9 @@ from textebm.checkpoint import write_json
 # Paper Table 2 ("ours" rows and the real-data FPPL): real FPPL, FPPL, RPPL, NLL.
 PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 181.54, 91.35),
                 "yahoo": (60.04, 80.91, 118.08, 321.18)}
+
+
+SAMPLE_CHUNK = 10_000  # samples generated, written to samples.txt and dropped at a time
 
 
 @dataclass
@@ -38,20 +41,37 @@ class EvalConfig:
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
 
 
+def write_samples(tm: TextEBM, path: Path, cfg: EvalConfig, progress=None) -> float:
+    """Draw cfg.num_samples prior samples into `path`, one sentence per line, SAMPLE_CHUNK at a
+    time: each chunk is written and dropped, so memory does not grow with the count. Chunk i
+    uses seed cfg.seed + i (the first chunk is what one `sample_chains` call with cfg.seed
+    gives). Returns the prior chain's noise scale."""
+    tick = progress("sampling", cfg.num_samples) if progress else None
+    noise = None
+    with open(path, "w", encoding="utf-8") as f:
+        for i, start in enumerate(range(0, cfg.num_samples, SAMPLE_CHUNK)):
+            n = min(SAMPLE_CHUNK, cfg.num_samples - start)
+            s = tm.sample_chains(n, decode=cfg.decode, seed=cfg.seed + i, noise=cfg.noise)
+            f.writelines(x + "\n" for x in s.sentences)
+            noise = s.noise
+            if tick:
+                tick(n)
+    return noise
+
+
 def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfig(),
                  progress=None, log=lambda msg: None) -> dict:
     """Everything Table 2 needs for the loaded run `tm` on `corpus`; writes eval.json, eval.md
     and samples.txt into run_dir and returns the eval.json dict. `progress(task, total)` returns
     a per-item callback (or None)."""
     log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
-    s = tm.sample_chains(cfg.num_samples, decode=cfg.decode, seed=cfg.seed, noise=cfg.noise)
-    (run_dir / "samples.txt").write_text("".join(x + "\n" for x in s.sentences), encoding="utf-8")
-    samples = [x.split() for x in s.sentences if x.split()]
+    noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
+    samples = SampleFile(run_dir / "samples.txt")
     ppl_cfg = PPLConfig(lm=cfg.lm, order=cfg.order, lstm=LSTMLMConfig(precision=cfg.precision))
     res = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
-    res.update(precision=tm.precision, decode=cfg.decode, sample_noise=s.noise, samples_generated=cfg.num_samples,
-               empty_samples=cfg.num_samples - len(samples), run=str(run_dir), seed=cfg.seed,
-               posterior=tm.config.to_dict()["langevin"])
+    res.update(precision=tm.precision, decode=cfg.decode, sample_noise=noise,
+               samples_generated=cfg.num_samples, empty_samples=cfg.num_samples - res["samples"],
+               run=str(run_dir), seed=cfg.seed, posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")
     read = corpus.stats.get("test")
     if read is not None:
@@ -71,7 +91,8 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         ids = tm.encode(test[:cfg.diag_sentences]).ids
         res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
         if tm.config.train.corpus == "demo":
-            res["latent"].update(diagnostics.demo_report(tm.model, tm.vocab, samples, cfg.seed))
+            res["latent"].update(diagnostics.demo_report(tm.model, tm.vocab, list(samples),
+                                                         cfg.seed))
     write_json(run_dir / "eval.json", res)
     (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
