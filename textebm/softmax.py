@@ -9,10 +9,12 @@ rather than `linear` + `cross_entropy` because:
   - the forward keeps one (N, V) buffer, the logits turned into probabilities in place, and the
     backward builds dlogits from it in one pass (cross_entropy keeps logits and the log-softmax
     output, zero-fills a gradient buffer and re-reads each);
-  - on CPU the forward matmul goes through oneDNN (`mkldnn._linear_pointwise`), which measured
-    1.6-1.9x faster than the default BLAS path for this shape on our machines (bench/train_step.py);
+  - on CPU the forward matmul goes through oneDNN (`mkldnn._linear_pointwise`, where this torch
+    has it), 1.5-1.8x faster than the default BLAS path for a PTB-sized product (700 x 512 x
+    10,000, 2 threads) on our AMD test machine, whose BLAS splits that shape badly;
   - `dtype` sets the precision of the two big matmuls (bf16 for --precision bf16) while the
-    normaliser log-sum-exp, the returned log-probs and every gradient stay fp32.
+    normaliser log-sum-exp, the returned log-probs and the weight gradients stay fp32.
+In a Langevin chain the weights are frozen (`model.frozen`), so the backward forms dh only.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from corpora.vocab import PAD_ID
 
 def _onednn_ok(t: torch.Tensor) -> bool:
     return (t.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
             and t.dtype in (torch.float32, torch.bfloat16))
 
 
