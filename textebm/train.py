@@ -29,6 +29,7 @@ from corpora.progress import Bar
 from corpora.registry import Corpus
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
+from textebm.api import TextEBM
 from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
                                 save_run_files)
 from textebm.config import RunConfig
@@ -111,16 +112,6 @@ def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
     return {"val_recon_nll_tok": d["nll_tok_posterior_z"], "val_random_z_nll_tok": d["nll_tok_random_z"],
             "val_gap": d["gap_nats_tok"], "active_units": d["active_units"],
             "mutual_info": d["mutual_info"]}
-
-
-def sample_sentences(model: LatentEBM, vocab: Vocab, n: int, seed: int,
-                 tokenizer: SubwordTokenizer | None = None) -> list[str]:
-    model.eval()
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    z, _ = model.sample_prior(n, generator=gen, noise=model.langevin_cfg.sampling_noise())
-    ids = model.decoder.generate(z, generator=gen)
-    units = [vocab.decode(row.tolist()) for row in ids]
-    return [" ".join(tokenizer.decode(u) if tokenizer else u) for u in units]
 
 
 @dataclass
@@ -208,6 +199,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     extra = {"bank": bank} if bank is not None else {}
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
+    # The model as `textebm sample` sees it: validation samples are drawn the same way.
+    view = TextEBM(model, vocab, cfg, out)
     # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live.
     metrics_f = open(out / "metrics.jsonl", "a", buffering=1) if ranks.main else None
     bar = Bar("train", t.max_steps, step) if setup.progress and ranks.main else None
@@ -250,9 +243,9 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if bar:
                 bar.update(step, _bar_info(metrics, last_eval))
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
+                shown = view.sample_chains(t.samples_shown, seed=t.seed + 2).sentences
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
-                             "samples": sample_sentences(model, vocab, t.samples_shown,
-                                                         t.seed + 2, tokenizer)}
+                             "samples": shown}
                 metrics_f.write(json.dumps(last_eval) + "\n")
                 metrics_f.flush()
                 if on_eval:
