@@ -47,6 +47,8 @@ def resolve(precision: str, device: torch.device | str) -> tuple[str, str]:
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; use --precision fp32 or auto")
     if precision != "auto":
         return precision, "asked for"
     if device.type == "cuda":
