@@ -125,7 +125,8 @@ def perplexities(samples: list[list[str]], corpus: Corpus, cfg: PPLConfig = PPLC
                  device="cpu", progress: bool = True) -> dict:
     """FPPL and RPPL of `samples` (token lists, or a SampleFile) against `corpus`, with token
     counts and every setting. The n-gram LMs read the samples as a stream."""
-    if not len(samples):
+    n = len(samples)  # one pass over a SampleFile
+    if not n:
         raise ValueError("no samples to evaluate")
     if cfg.lm == "lstm" and not isinstance(samples, list):
         samples = list(samples)  # the LSTM LM splits and batches them
@@ -134,7 +135,7 @@ def perplexities(samples: list[list[str]], corpus: Corpus, cfg: PPLConfig = PPLC
     f, real = fwd.score(samples), fwd.score(test)
     r = reverse_lm(samples, corpus, cfg, device, progress).score(test)
     return {"fppl": f["ppl"], "rppl": r["ppl"], "real_fppl": real["ppl"], **cfg.describe(),
-            "samples": len(samples),
+            "samples": n,
             "tokens": {"fppl": f["tokens"], "rppl": r["tokens"], "real_fppl": real["tokens"]},
             "oov": {"fppl": f["oov"], "rppl": r["oov"], "real_fppl": real["oov"]},
             "corpus": corpus.describe()}

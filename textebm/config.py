@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from textebm.precision import PRECISIONS
+
 # Paper Table 7: (embedding, hidden) of the one-layer LSTM decoder per corpus. `demo` and user
 # corpora are ours: small enough to train on a laptop CPU in minutes.
 DECODER_SIZES = {"ptb": (128, 512), "snli": (256, 256), "yahoo": (512, 1024), "demo": (64, 128)}
@@ -127,8 +129,8 @@ class RunConfig:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0:
             raise ValueError("batch size must be >= 1 and max steps >= 0")
-        if t.precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision must be fp32, bf16 or auto, got {t.precision!r}")
+        if t.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):
             raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
         if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1:
