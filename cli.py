@@ -113,6 +113,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                 "[langevin] [train] sections; command-line options win."),
           resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder."),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Training iterations (paper: ~40,000)."),
+          time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many "
+                                                      "minutes of training, counted over resumes "
+                                                      "(or at --max-steps, whichever comes first)."),
           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per mini-batch."),
           k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (default 200; paper 60)."),
           s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
@@ -168,7 +171,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     if posterior:
         apply_posterior_preset(cfg, posterior)
     cfg = override(cfg, _toml(config))
-    cli = {"train": {"max_steps": max_steps, "batch_size": batch_size, "lr_prior": lr_prior,
+    cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision},
@@ -181,9 +184,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     cfg.validate()
     if resume:
         run_dir = resume
-        # A resumed run keeps its recorded settings; only --max-steps may extend it.
+        # A resumed run keeps its recorded settings; only --max-steps / --time-budget may extend it.
         ignored = [f"{sec}.{k}" for sec, d in cli.items() for k, v in d.items()
-                   if v is not None and k != "max_steps"]
+                   if v is not None and k not in ("max_steps", "time_budget")]
         ignored += ["--config"] * bool(config) + ["--posterior"] * bool(posterior)
         if ignored:
             err.print(f"note: --resume keeps the run's recorded settings; ignored: "
@@ -216,7 +219,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     if ranks.main:
         mark_latest(run_dir)
         plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
-        out.print(f"done: {summary['step']} steps in {summary['seconds']:.0f} s "
+        out.print(f"done: {summary['step']} steps, {summary['train_seconds']:.0f} s of training "
                   f"({summary['precision']}, {summary['threads']} threads) -> {run_dir}")
 
 

@@ -20,11 +20,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from corpora.preprocess import read_sentences
 from corpora.registry import Corpus, cache_dir
 from corpora.vocab import Vocab
 from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, load_lm, save_lm, train_lstm_lm
 from lm_eval.ngram import NGramLM
+from textebm.precision import resolve as resolve_precision
 
 
 @dataclass
@@ -84,8 +87,11 @@ class _Scorer:
         return {"ppl": r["ppl"], "tokens": r["tokens"], "oov": r["oov"]}
 
 
-def _lstm_cache(corpus: Corpus, cfg: PPLConfig) -> Path:
+def _lstm_cache(corpus: Corpus, cfg: PPLConfig, device="cpu") -> Path:
     recipe = asdict(cfg.lstm)
+    if recipe["precision"] == "auto":
+        # Key by what auto picks here, so an `auto` run finds the LM a `bf16` run cached.
+        recipe["precision"] = resolve_precision("auto", torch.device(device))[0]
     if recipe["precision"] == "fp32":
         del recipe["precision"]  # the key of LMs cached before the option existed
     key = json.dumps({"corpus": corpus.describe(), "lstm": recipe}, sort_keys=True)
@@ -96,7 +102,7 @@ def forward_lm(corpus: Corpus, cfg: PPLConfig, device="cpu", progress: bool = Tr
     """The LM trained on the corpus' training split (the FPPL judge)."""
     if cfg.lm == "ngram":
         return _Scorer("ngram", NGramLM.train(corpus.train, order=cfg.order))
-    folder = _lstm_cache(corpus, cfg)
+    folder = _lstm_cache(corpus, cfg, device)
     if (folder / "done").is_file():
         model, _, vocab = load_lm(folder, device)
         return _Scorer("lstm", model, vocab, device)

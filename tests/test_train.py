@@ -174,3 +174,26 @@ def test_amortized_initializer_is_regressed_onto_the_chain_end_point(demo):
         after = model.encoder(x)
     assert m["init_err"] == pytest.approx((before - z_pos).pow(2).sum(-1).mean().item(), rel=1e-5)
     assert (after - z_pos).pow(2).sum(-1).mean() < 0.9 * (before - z_pos).pow(2).sum(-1).mean()
+
+
+def test_time_budget_counts_training_time_over_resumes(demo, tmp_path, monkeypatch):
+    """A fake clock that moves 10 s per iteration: a 0.5-minute budget stops after 3 steps, a
+    resume with 1 minute adds 3 more (the first 30 s are remembered), and a resume that gives no
+    budget keeps the run's own and trains nothing."""
+    clock = {"t": 1000.0}
+    real = train_mod.train_step
+
+    def ten_seconds(*a, **k):
+        clock["t"] += 10.0
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", ten_seconds)
+    monkeypatch.setattr(train_mod.time, "time", lambda: clock["t"])
+    s = run(small_cfg(100, time_budget=0.5), demo, tmp_path)
+    assert s["step"] == 3 and s["train_seconds"] == pytest.approx(30.0)
+    s = run(small_cfg(100, time_budget=1.0), demo, tmp_path, resume=True)
+    assert s["step"] == 6 and s["train_seconds"] == pytest.approx(60.0)
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["seconds"] for m in lines] == pytest.approx([10, 20, 30, 40, 50, 60])
+    s = run(small_cfg(100), demo, tmp_path, resume=True)
+    assert s["step"] == 6 and load_run_files(tmp_path)[0].train.time_budget == 1.0

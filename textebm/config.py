@@ -80,6 +80,7 @@ class TrainConfig:
     """Algorithm 1. Learning rates, batch size and clipping are ours (not in the paper)."""
     corpus: str = "ptb"
     max_steps: int = 40000
+    time_budget: float | None = None  # minutes of training (summed over resumes); None: no limit
     batch_size: int = 64
     lr_prior: float = 1e-3   # with energy_reg; measured in bench/latent_study.py (README)
     lr_decoder: float = 1e-3
@@ -129,6 +130,8 @@ class RunConfig:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0:
             raise ValueError("batch size must be >= 1 and max steps >= 0")
+        if t.time_budget is not None and t.time_budget <= 0:
+            raise ValueError("time budget must be > 0 minutes")
         if t.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):

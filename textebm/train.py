@@ -30,11 +30,11 @@ from corpora.registry import Corpus
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.api import TextEBM
-from textebm.checkpoint import (load_checkpoint, load_run_files, restore_rng, save_checkpoint,
-                                save_run_files)
+from textebm.checkpoint import (CONFIG, load_checkpoint, load_run_files, restore_rng,
+                                save_checkpoint, save_run_files, write_json)
 from textebm.config import RunConfig
 from textebm.diagnostics import latent_use
-from textebm.distributed import Ranks, barrier, broadcast_parameters, sum_gradients
+from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
 from textebm.precision import DTYPES, resolve
@@ -144,9 +144,14 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
         raise ValueError(f"batch size {t.batch_size} is smaller than the {ranks.world} processes")
     if setup.resume:
         saved_cfg, vocab = load_run_files(out)
-        saved_cfg.train.max_steps = t.max_steps  # the one setting a resume may extend
+        # The settings a resume may extend: how long to train (a budget is kept unless given).
+        saved_cfg.train.max_steps = t.max_steps
+        if t.time_budget is not None:
+            saved_cfg.train.time_budget = t.time_budget
         cfg = saved_cfg
         t = cfg.train
+        if ranks.main:
+            write_json(out / CONFIG, cfg.to_dict())  # the run's record says how long it trains
         tokenizer = run_tokenizer(out)
     elif not ranks.main:
         # Rank 0 learns the units and writes the run files; the other ranks read them.
@@ -175,13 +180,14 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     model = build_model(cfg).to(setup.device)
     model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
     opts = make_optimizers(model, cfg)
-    step = 0
+    step, seconds_before = 0, 0.0
     if setup.resume:
         payload = load_checkpoint(out, map_location=setup.device)
         model.load_state_dict(payload["model"])
         for k, o in opts.items():
             o.load_state_dict(payload["optimizers"][k])
         step = int(payload["step"])
+        seconds_before = float(payload.get("train_seconds", 0.0))
         restore_rng(out, payload)
     broadcast_parameters(model, ranks)
     if not ranks.main:
@@ -197,6 +203,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             gen = torch.Generator(device=setup.device).manual_seed(t.seed + 3)
             bank = init_z(len(train_ids), model.latent_dim, setup.device, gen, model.dtype)
     extra = {"bank": bank} if bank is not None else {}
+    budget_s = math.inf if t.time_budget is None else 60 * t.time_budget
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
     # The model as `textebm sample` sees it: validation samples are drawn the same way.
@@ -208,9 +215,16 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     last_eval: dict = {}
     metrics: dict = {}
     t0, tokens_seen = time.time(), 0
+
+    def seconds() -> float:  # training time of the run so far, over all its resumes
+        return seconds_before + time.time() - t0
+
+    def out_of_time() -> bool:  # rank 0's clock decides, so all ranks stop at the same step
+        return budget_s < math.inf and broadcast_object(seconds() >= budget_s, ranks)
+
     stop = _StopOnInterrupt()
     try:
-        while step < t.max_steps:
+        while step < t.max_steps and not out_of_time():
             if stop.requested:
                 raise KeyboardInterrupt
             epoch, pos = divmod(step, len(batches))
@@ -236,13 +250,14 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             ntok = int(scored_tokens(x).sum())
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
-                           tok_s=tokens_seen / max(time.time() - t0, 1e-9))
+                           tok_s=tokens_seen / max(time.time() - t0, 1e-9), seconds=seconds())
             if not ranks.main:
                 continue
             metrics_f.write(json.dumps(metrics) + "\n")
             if bar:
                 bar.update(step, _bar_info(metrics, last_eval))
-            if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps) and valid_ids:
+            last = step == t.max_steps or seconds() >= budget_s
+            if t.eval_every and (step % t.eval_every == 0 or last) and valid_ids:
                 shown = view.sample_chains(t.samples_shown, seed=t.seed + 2).sentences
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
                              "samples": shown}
@@ -251,10 +266,11 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                 if on_eval:
                     on_eval(last_eval)
             if t.save_every and step % t.save_every == 0:
-                save_checkpoint(out, model, opts, step, extra)
+                save_checkpoint(out, model, opts, step, extra | {"train_seconds": seconds()})
     except KeyboardInterrupt:
         if ranks.main:
-            save_checkpoint(out, model, opts, step, extra)  # nothing lost: resume continues here
+            # Nothing lost: a resume continues at this step, with the time spent so far.
+            save_checkpoint(out, model, opts, step, extra | {"train_seconds": seconds()})
         raise
     finally:
         stop.restore()
@@ -264,10 +280,12 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             bar.close()
     if not ranks.main:
         return {"step": step, "run_dir": str(out), "rank": ranks.rank}
-    save_checkpoint(out, model, opts, step, extra)
+    total = seconds()
+    save_checkpoint(out, model, opts, step, extra | {"train_seconds": total})
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
                "final_train_nll_tok": metrics.get("nll_tok"),
-               "last_eval": last_eval, "seconds": time.time() - t0,
+               "last_eval": last_eval, "seconds": time.time() - t0, "train_seconds": total,
+               "sentences_seen": step * t.batch_size, "time_budget_min": t.time_budget,
                "precision": t.precision_used, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
