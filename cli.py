@@ -290,7 +290,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     except ValueError:
         raise ValueError(f"--trace takes comma-separated step numbers such as 0,40,100, "
                          f"got {trace!r}") from None
-    tm = _open_run(checkpoint, device)
+    tm = _open_run(checkpoint, device, precision)
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
@@ -454,9 +454,15 @@ def perplexity(samples: Path = typer.Argument(..., exists=True, dir_okay=False,
 def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Run folder (default: the latest run)."),
              num_samples: int = typer.Option(10000, "--num-samples", help="Sentences to generate."),
              decode: str = typer.Option("sample", "--decode", help="sample (ancestral) or greedy."),
-             lm: str = LM_KIND, order: int = ORDER,
+             lm: str = typer.Option("ngram", "--lm", help="The judge LMs of FPPL/RPPL: ngram "
+                                    "(modified Kneser-Ney), lstm, or both as ngram,lstm (one set "
+                                    "of samples, NLL and diagnostics for both)."),
+             order: int = ORDER,
+             lstm_epochs: int = typer.Option(30, "--lstm-epochs", help="Most epochs of each LSTM LM "
+                                             "judge (it also stops on validation plateaus)."),
              nll_sentences: int = typer.Option(0, "--nll-sentences", help="Test sentences for the "
-                                               "importance-weighted NLL (0: all; -1: skip NLL)."),
+                                               "importance-weighted NLL (0: all; n: a random n, "
+                                               "seeded by --seed; -1: skip NLL)."),
              nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
              diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
                                                 "latent diagnostics (0: skip them)."),
@@ -471,13 +477,14 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     from rich.progress import Progress
     from textebm.evaluate import EvalConfig, evaluate_run
     from textebm.runs import resolve
+    cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
+                     lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
+                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision)
+    cfg.lms()  # a bad --lm fails here, before anything is loaded
     run_dir = resolve(checkpoint)
     tm = _open_run(run_dir, device, precision)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
-    cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
-                     nll_sentences=nll_sentences, nll_samples=nll_samples,
-                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision)
     with Progress(disable=as_json, console=err) as bar:
         def progress(name, total):
             task = bar.add_task(name, total=total)

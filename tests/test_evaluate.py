@@ -42,7 +42,12 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     # test sentences (same seed) gives the same number.
     tm = load(run)
     from corpora.registry import load_corpus
-    ids = tm.encode(load_corpus("demo").split("test")[:12]).ids
+    from textebm.evaluate import nll_subset
+    test = load_corpus("demo").split("test")
+    pick = nll_subset(len(test), 12, 0)
+    assert len(pick) == 12 and pick != list(range(12)) and pick == sorted(set(pick))
+    assert res["nll"]["of_test"] == f"random 12 of {len(test)} (seed 0)"
+    ids = tm.encode([test[i] for i in pick]).ids
     if tokenizer == "spm":
         assert sum(i == tm.vocab.stoi["<unk>"] for s in ids for i in s) == 0
     torch.set_num_threads(1)
@@ -74,3 +79,33 @@ def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
                         progress=False)
     assert (streamed["fppl"], streamed["rppl"], streamed["samples"]) == \
         (held["fppl"], held["rppl"], held["samples"])
+
+
+def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
+    # --lm ngram,lstm: one samples.txt, NLL and diagnostics, FPPL/RPPL under each judge; the
+    # top level is the first judge's (as a one-judge eval.json), eval.md has a row per judge.
+    import textebm.evaluate as ev
+    from corpora.registry import load_corpus
+    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for split, n in (("train", 300), ("valid", 60), ("test", 60)):
+        (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
+    cfg = ev.EvalConfig(num_samples=80, lm="ngram,lstm", lstm_epochs=1, nll_sentences=-1,
+                        diag_sentences=0)
+    res = ev.evaluate_run(load(run), load_corpus(str(folder)), run, cfg)
+    assert set(res["by_lm"]) == {"ngram", "lstm"}
+    assert res["by_lm"]["lstm"]["lstm"]["max_epochs"] == 1
+    assert {k: res[k] for k in ("fppl", "rppl", "lm")} == \
+        {k: res["by_lm"]["ngram"][k] for k in ("fppl", "rppl", "lm")}
+    single = ev.evaluate_run(load(run), load_corpus(str(folder)), run,
+                             ev.EvalConfig(num_samples=80, nll_sentences=-1, diag_sentences=0))
+    assert single["fppl"] == res["fppl"] and "by_lm" not in single   # same seed, same samples
+    rows = (run / "eval.md").read_text()
+    md = ev.table2_markdown("run", "demo", res)
+    assert "| ngram |" in md and "| lstm |" in md and "| lstm |" not in rows
+    with pytest.raises(ValueError, match="--lm"):
+        ev.EvalConfig(lm="ngram,gpt").lms()

@@ -1,6 +1,7 @@
 """Importance-weighted NLL against an exact marginal (1-D latent, quadrature) and log Z."""
 import math
 
+import pytest
 import torch
 
 from corpora.batching import frame
@@ -62,3 +63,14 @@ def test_importance_nll_gaussian_prior_matches_exact_marginal():
     exact, _ = exact_log_marginals(m, SENTS)
     res = importance_nll(m, SENTS, NLLConfig(chains=16, samples=2000, seed=4))
     assert abs(res["nll"] + exact.mean().item()) < 0.03
+
+
+def test_standard_errors_cover_the_exact_marginal():
+    # The estimator's own error bar must cover the quadrature answer (with the spread a few
+    # importance samples leave), and the over-sentences error is the plain std / sqrt(n).
+    m = model_1d()
+    exact, _ = exact_log_marginals(m, SENTS)
+    res = importance_nll(m, SENTS, NLLConfig(chains=16, samples=200, seed=5))
+    assert 0 < res["nll_mc_se"] < 0.2
+    assert abs(res["nll"] + exact.mean().item()) < 4 * res["nll_mc_se"] + 0.01
+    assert res["nll_se"] == pytest.approx((-exact).std().item() / 2, rel=0.05)

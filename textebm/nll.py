@@ -63,8 +63,10 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig,
-                           log_z: float, generator: torch.Generator) -> torch.Tensor:
-    """Importance-sampling estimates of log p(x) for a batch of id lists -> (B,) float64."""
+                           log_z: float, generator: torch.Generator
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance-sampling estimates of log p(x) for a batch of id lists, and their Monte Carlo
+    standard errors (delta method: SE(mean w) / mean w) -> two (B,) float64 tensors."""
     x = frame(ids).to(model.device)
     B, D, C, M = x.size(0), model.latent_dim, cfg.chains, cfg.samples
     z_chain, _ = model.infer(x.repeat_interleave(C, 0), generator=generator)
@@ -82,28 +84,37 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
         log_prior = (-model.prior_energy(flat) - 0.5 * D * LOG_2PI).view(B, M) - log_z
         log_q = _log_normal(z, mu, std)
         log_w = (log_px + log_prior - log_q).double()
-    return torch.logsumexp(log_w, 1) - math.log(M)
+    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)              # (B, M), max 1
+    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
+    return torch.logsumexp(log_w, 1) - math.log(M), se
 
 
 def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLConfig(),
                    progress=None) -> dict:
     """NLL in nats per sentence and the matching perplexity over `ids` (word-id lists).
 
-    Returns {nll, ppl, tokens, sentences, log_z, log_z_se, chains, samples}. The log Z standard
-    error shifts every sentence's NLL by the same amount, so it is also the NLL's error from Z.
+    Returns {nll, ppl, tokens, sentences, nll_se, nll_mc_se, log_z, log_z_se, chains, samples}.
+    Two standard errors of `nll`: `nll_se` over sentences (std / sqrt(n): how much another test
+    sample of this size would move it) and `nll_mc_se`, the estimator's own noise (the per-sentence
+    importance-sampling errors, and log Z's, which shifts every sentence's NLL by the same amount).
     """
     model.eval()
     log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
-    total, tokens = 0.0, 0
+    nlls, ses, tokens = [], [], 0
     # The C chains of a batch run as one decoder call (forward and backward to z).
     per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)
     for ix in by_length(ids, cfg.batch_size, per_batch):
         batch = [ids[j] for j in ix]
-        total -= sentence_log_marginals(model, batch, cfg, log_z, gen).sum().item()
+        log_p, se = sentence_log_marginals(model, batch, cfg, log_z, gen)
+        nlls.append(-log_p)
+        ses.append(se)
         tokens += sum(len(s) + 1 for s in batch)
         if progress:
             progress(len(batch))
-    n = len(ids)
+    nll, se = torch.cat(nlls), torch.cat(ses)
+    n, total = len(ids), nll.sum().item()
     return {"nll": total / n, "ppl": math.exp(total / tokens), "tokens": tokens, "sentences": n,
+            "nll_se": (nll.std() / math.sqrt(n)).item() if n > 1 else math.inf,
+            "nll_mc_se": math.sqrt(se.pow(2).sum().item() / n ** 2 + log_z_se ** 2),
             "log_z": log_z, "log_z_se": log_z_se, "chains": cfg.chains, "samples": cfg.samples}
