@@ -98,6 +98,7 @@ def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
                         diag_sentences=0)
     res = ev.evaluate_run(load(run), load_corpus(str(folder)), run, cfg)
     assert set(res["by_lm"]) == {"ngram", "lstm"}
+    assert set(res["seconds"]) == {"sampling", "ppl_ngram", "ppl_lstm"}  # no NLL, no diagnostics
     assert res["by_lm"]["lstm"]["lstm"]["max_epochs"] == 1
     assert {k: res[k] for k in ("fppl", "rppl", "lm")} == \
         {k: res["by_lm"]["ngram"][k] for k in ("fppl", "rppl", "lm")}

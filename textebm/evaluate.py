@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,15 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
     and samples.txt into run_dir and returns the eval.json dict. `progress(task, total)` returns
     a per-item callback (or None)."""
     lms = cfg.lms()
+    seconds, clock = {}, time.time()
+
+    def lap(name: str) -> None:  # wall seconds of each part, recorded in eval.json
+        nonlocal clock
+        seconds[name], clock = round(time.time() - clock, 1), time.time()
+
     log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
     noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
+    lap("sampling")
     samples = SampleFile(run_dir / "samples.txt")
     by_lm = {}
     for lm in lms:
@@ -93,6 +101,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         ppl_cfg = PPLConfig(lm=lm, order=cfg.order,
                             lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
         by_lm[lm] = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
+        lap(f"ppl_{lm}")
     res = dict(by_lm[lms[0]])  # the first judge's numbers at the top level, as with one judge
     if len(lms) > 1:
         res["by_lm"] = by_lm
@@ -115,6 +124,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
                                     progress=tick)
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
+        lap("nll")
     if cfg.diag_sentences:
         log("latent diagnostics")
         ids = tm.encode(test[:cfg.diag_sentences]).ids
@@ -122,6 +132,8 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         if tm.config.train.corpus == "demo":
             res["latent"].update(diagnostics.demo_report(tm.model, tm.vocab, list(samples),
                                                          cfg.seed))
+        lap("latent")
+    res["seconds"] = seconds
     write_json(run_dir / "eval.json", res)
     (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
