@@ -94,7 +94,16 @@ def _lstm_cache(corpus: Corpus, cfg: PPLConfig, device="cpu") -> Path:
         recipe["precision"] = resolve_precision("auto", torch.device(device))[0]
     if recipe["precision"] == "fp32":
         del recipe["precision"]  # the key of LMs cached before the option existed
-    key = json.dumps({"corpus": corpus.describe(), "lstm": recipe}, sort_keys=True)
+    # The corpus by what the LM learns from (the sentences of its training and validation splits
+    # as read), not by where the files lie: a corpus moved or reached by another path keeps its LM.
+    d = corpus.describe()
+    what = {k: d[k] for k in ("name", "train_split", "max_len", "on_long")}
+    for split in (corpus.train_split, "valid"):
+        h = hashlib.sha1()
+        for sent in (corpus.split(split) if corpus.has(split) else []):
+            h.update((" ".join(sent) + "\n").encode())
+        what[f"{split}_sha1"] = h.hexdigest()
+    key = json.dumps({"corpus": what, "lstm": recipe}, sort_keys=True)
     return cache_dir() / "lm" / f"{corpus.name}-lstm-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 

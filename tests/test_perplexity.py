@@ -84,3 +84,11 @@ def test_lstm_perplexities_and_forward_lm_cache(demo, tmp_path, monkeypatch):
     assert len(cached) == 1
     again = perplexities(real, corpus, cfg, progress=False)     # the forward LM comes from the cache
     assert again["fppl"] == res["fppl"] and again["real_fppl"] == res["real_fppl"]
+    # The cache is keyed by the sentences, not the path: a copy elsewhere finds the same LM, an
+    # edited training split does not.
+    import shutil
+    from lm_eval.perplexity import _lstm_cache
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "small")
+    assert _lstm_cache(load_corpus(str(moved)), cfg) == _lstm_cache(corpus, cfg)
+    (moved / "train.txt").write_text((moved / "train.txt").read_text() + "one more line\n")
+    assert _lstm_cache(load_corpus(str(moved)), cfg) != _lstm_cache(corpus, cfg)
