@@ -21,13 +21,15 @@ def result_folder(path: Path, kind: str, fppl: float, nll_of: str = "all") -> Pa
     return path
 
 
-def test_table_has_paper_row_then_one_row_per_run_and_judge(tmp_path):
+def test_table_has_real_data_and_paper_rows_then_one_row_per_run_and_judge(tmp_path):
     a = result_folder(tmp_path / "ebm-2h", "ebm", 300.0)
     b = result_folder(tmp_path / "gaussian-2h", "gaussian", 400.0, "random 500 of 3761 (seed 0)")
     lines = table2_row.table([a, b]).strip().splitlines()
-    assert len(lines) == 2 + 1 + 4       # header, rule, paper, 2 runs x 2 judges
-    assert lines[2].startswith("| paper (Pang et al. 2020), ptb | ? | 100.36 | 107.45 | 181.54 | 91.35 |")
-    assert lines[3] == ("| ours, ebm prior (ebm-2h) | ngram | 99.50 | 300.00 | 600.00 | 95.25 ± 0.75 | "
-                        "0.457 | 1,234 | 78,976 | 2.00 h |")
-    assert "| lstm | 99.50 | 301.00 | 602.00 |" in lines[4]
-    assert "95.25 ± 0.75 (random 500 of 3761)" in lines[5] and "gaussian prior" in lines[5]
+    assert len(lines) == 2 + 1 + 2 + 1 + 4   # header, rule, real (paper), real x 2 judges, paper, runs
+    assert lines[2].startswith("| real data, ptb (paper) | ? | 100.36 | – |")
+    assert lines[3].startswith("| real data (ours) | ngram | 99.50 | – |")
+    assert lines[5].startswith("| paper: latent EBM prior, ptb (Pang et al. 2020) | ? | 107.45 | 181.54 | 91.35 |")
+    assert lines[6] == ("| ours, ebm prior (ebm-2h) | ngram | 300.00 | 600.00 | 95.25 ± 0.75 | 0.457 | "
+                        "1,234 | 78,976 | 2.00 h |")
+    assert lines[7].startswith("| ours, ebm prior (ebm-2h) | lstm | 301.00 | 602.00 |")
+    assert "95.25 ± 0.75 (random 500 of 3761)" in lines[8] and "gaussian prior" in lines[8]
