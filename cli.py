@@ -469,18 +469,23 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
                                                    "the samples (default: the run's sample_noise0)."),
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
+             parts: str = typer.Option("ppl,nll,latent", "--parts", help="What to compute: ppl "
+                                       "(samples, FPPL, RPPL), nll, latent, comma-separated; the "
+                                       "other parts' results are kept from the run's eval.json."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
              precision: str = PRECISION, as_json: bool = JSON):
     """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
-    the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks)."""
+    the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks).
+    eval.json is written after each part; an interrupted NLL resumes where it stopped."""
     from rich.progress import Progress
     from textebm.evaluate import EvalConfig, evaluate_run
     from textebm.runs import resolve
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
-                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision)
-    cfg.lms()  # a bad --lm fails here, before anything is loaded
+                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision,
+                     parts=parts)
+    cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
     run_dir = resolve(checkpoint)
     tm = _open_run(run_dir, device, precision)
     t = tm.config.train
@@ -494,7 +499,11 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     if as_json:
         print(json.dumps(res))
     else:
-        out.print((run_dir / "eval.md").read_text(), markup=False, highlight=False)
+        if (run_dir / "eval.md").exists():
+            out.print((run_dir / "eval.md").read_text(), markup=False, highlight=False)
+        if res.get("nll") and "fppl" not in res:
+            out.print(f"NLL {res['nll']['nll']:.2f} ± {res['nll']['nll_se']:.2f} nats/sentence "
+                      f"({res['nll']['of_test']} test sentences)", highlight=False)
         if res.get("latent"):
             out.print("latent: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in res["latent"].items()), highlight=False)

@@ -110,3 +110,37 @@ def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
     assert "| ngram |" in md and "| lstm |" in md and "| lstm |" not in rows
     with pytest.raises(ValueError, match="--lm"):
         ev.EvalConfig(lm="ngram,gpt").lms()
+
+
+def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_measured(
+        tmp_path, monkeypatch):
+    # eval.json is written after each part: an evaluation stopped in the NLL keeps its FPPL/RPPL.
+    # --parts nll then adds the NLL (here over the whole test split) and keeps the rest as it was.
+    import textebm.evaluate as ev
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "importance_nll", interrupted)
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), *EVAL])
+    assert r.exit_code != 0
+    first = json.loads((run / "eval.json").read_text())
+    assert first["fppl"] > 1 and "nll" not in first and "latent" not in first
+    assert set(first["seconds"]) == {"sampling", "ppl_ngram"}
+    monkeypatch.undo()
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "nll",
+                            "--nll-sentences", "0", "--nll-samples", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((run / "eval.json").read_text())
+    from corpora.registry import load_corpus
+    assert res["nll"]["of_test"] == "all"
+    assert res["nll"]["sentences"] == len(load_corpus("demo").split("test"))
+    assert {k: res[k] for k in ("fppl", "rppl", "samples")} == \
+        {k: first[k] for k in ("fppl", "rppl", "samples")}
+    assert set(res["seconds"]) == {"sampling", "ppl_ngram", "nll"} and "latent" not in res
+    assert "| " in (run / "eval.md").read_text()
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "ppl,gap"])
+    assert r.exit_code == 2 and "--parts" in r.output

@@ -74,3 +74,35 @@ def test_standard_errors_cover_the_exact_marginal():
     assert 0 < res["nll_mc_se"] < 0.2
     assert abs(res["nll"] + exact.mean().item()) < 4 * res["nll_mc_se"] + 0.01
     assert res["nll_se"] == pytest.approx((-exact).std().item() / 2, rel=0.05)
+
+
+def test_interrupted_nll_resumes_to_the_same_numbers(tmp_path):
+    # The progress file holds each finished batch and the generator's state: a run stopped after
+    # two batches and rerun ends with exactly the numbers of a run never stopped, and the file is
+    # gone afterwards. A file made for other settings is not resumed from.
+    m = model_1d()
+    sents = [[4 + i % 4] * (1 + i % 5) for i in range(11)]
+    cfg = NLLConfig(chains=4, samples=16, logz_samples=2000, batch_size=3, seed=7)
+    whole = importance_nll(m, sents, cfg)
+    state = tmp_path / "nll.progress.pt"
+    seen = []
+
+    def stop_after_two(n):
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        importance_nll(m, sents, cfg, progress=stop_after_two, state_path=state)
+    assert state.exists()
+    rest = []
+    resumed = importance_nll(m, sents, cfg, progress=rest.append, state_path=state)
+    assert sum(rest) == len(sents) - sum(seen)     # only the unfinished batches ran
+    assert resumed == whole and not state.exists()
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        importance_nll(m, sents, cfg, progress=stop_after_two, state_path=state)
+    other = NLLConfig(chains=4, samples=16, logz_samples=2000, batch_size=3, seed=8)
+    rest.clear()
+    assert importance_nll(m, sents, other, progress=rest.append, state_path=state) == \
+        importance_nll(m, sents, other) and sum(rest) == len(sents)

@@ -7,9 +7,15 @@
     latent diagnostics (textebm.diagnostics): gap, active units, I(x;z); on demo also the topic
     probe, the share of samples the grammar cannot emit and their exact NLL/token
 -> eval.json, eval.md (a row in the layout of Table 2 beside the paper's numbers).
+
+eval.json is rewritten after each part, so an interrupted evaluation keeps what it measured, and
+the NLL keeps its own progress (nll.progress.pt) so that a rerun resumes it. `parts` runs some
+parts only: the others' results are kept from the eval.json already there (e.g. the whole-test
+NLL added to an evaluation that used a random subset).
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -29,6 +35,8 @@ PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 18
 
 SAMPLE_CHUNK = 10_000  # samples generated, written to samples.txt and dropped at a time
 LMS = ("ngram", "lstm")
+PARTS = ("ppl", "nll", "latent")
+NLL_PROGRESS = "nll.progress.pt"
 
 
 @dataclass
@@ -44,12 +52,21 @@ class EvalConfig:
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     seed: int = 0
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
+    parts: str = "ppl,nll,latent"   # what to compute; the rest is kept from an existing eval.json
 
     def lms(self) -> list[str]:
-        names = [n.strip() for n in self.lm.split(",") if n.strip()]
-        if not names or any(n not in LMS for n in names) or len(set(names)) < len(names):
-            raise ValueError(f"--lm takes ngram, lstm or ngram,lstm, got {self.lm!r}")
-        return names
+        return _names(self.lm, LMS, "--lm")
+
+    def part_list(self) -> list[str]:
+        return _names(self.parts, PARTS, "--parts")
+
+
+def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or any(n not in allowed for n in names) or len(set(names)) < len(names):
+        raise ValueError(f"{option} takes a comma-separated subset of {', '.join(allowed)}, "
+                         f"got {text!r}")
+    return names
 
 
 def nll_subset(n_test: int, n: int, seed: int) -> list[int]:
@@ -81,33 +98,20 @@ def write_samples(tm: TextEBM, path: Path, cfg: EvalConfig, progress=None) -> fl
 
 def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfig(),
                  progress=None, log=lambda msg: None) -> dict:
-    """Everything Table 2 needs for the loaded run `tm` on `corpus`; writes eval.json, eval.md
-    and samples.txt into run_dir and returns the eval.json dict. `progress(task, total)` returns
-    a per-item callback (or None)."""
-    lms = cfg.lms()
-    seconds, clock = {}, time.time()
+    """Everything Table 2 needs for the loaded run `tm` on `corpus` (or the parts cfg.parts
+    names); writes eval.json (after each part), eval.md and samples.txt into run_dir and returns
+    the eval.json dict. `progress(task, total)` returns a per-item callback (or None)."""
+    lms, parts = cfg.lms(), cfg.part_list()
+    res = _kept(run_dir / "eval.json", parts)
+    seconds, clock = res.setdefault("seconds", {}), time.time()
 
-    def lap(name: str) -> None:  # wall seconds of each part, recorded in eval.json
+    def done(name: str) -> None:  # wall seconds of each part, then eval.json as it stands
         nonlocal clock
         seconds[name], clock = round(time.time() - clock, 1), time.time()
+        write_json(run_dir / "eval.json", res)
 
-    log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
-    noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
-    lap("sampling")
-    samples = SampleFile(run_dir / "samples.txt")
-    by_lm = {}
-    for lm in lms:
-        log(f"FPPL / RPPL under the {lm} judges")
-        ppl_cfg = PPLConfig(lm=lm, order=cfg.order,
-                            lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
-        by_lm[lm] = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
-        lap(f"ppl_{lm}")
-    res = dict(by_lm[lms[0]])  # the first judge's numbers at the top level, as with one judge
-    if len(lms) > 1:
-        res["by_lm"] = by_lm
-    res.update(precision=tm.precision, decode=cfg.decode, sample_noise=noise,
-               samples_generated=cfg.num_samples, empty_samples=cfg.num_samples - res["samples"],
-               run=str(run_dir), seed=cfg.seed, posterior=tm.config.to_dict()["langevin"])
+    res.update(precision=tm.precision, run=str(run_dir), seed=cfg.seed,
+               posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")
     read = corpus.stats.get("test")
     if read is not None:
@@ -116,27 +120,64 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         if read.long_dropped:
             log(f"note: {read.long_dropped} test sentences longer than {corpus.max_len} tokens "
                 f"were dropped (the run's max_len; on_long={corpus.on_long})")
-    if cfg.nll_sentences >= 0:
+    if "ppl" in parts:
+        log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
+        noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
+        done("sampling")
+        samples = SampleFile(run_dir / "samples.txt")
+        by_lm = {}
+        for lm in lms:
+            log(f"FPPL / RPPL under the {lm} judges")
+            ppl_cfg = PPLConfig(lm=lm, order=cfg.order,
+                                lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
+            by_lm[lm] = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
+            res.update(by_lm[lms[0]])  # the first judge's numbers at the top level, as with one
+            if len(lms) > 1:
+                res["by_lm"] = by_lm
+            res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples,
+                       empty_samples=cfg.num_samples - res["samples"])
+            done(f"ppl_{lm}")
+    if "nll" in parts and cfg.nll_sentences >= 0:
         pick = nll_subset(len(test), cfg.nll_sentences, cfg.seed)
         ids = tm.encode([test[i] for i in pick]).ids  # the run's tokenizer: words, or spm pieces
         tick = progress("importance-weighted NLL", len(ids)) if progress else None
         res["nll"] = importance_nll(tm.model, ids, NLLConfig(samples=cfg.nll_samples, seed=cfg.seed),
-                                    progress=tick)
+                                    progress=tick, state_path=run_dir / NLL_PROGRESS)
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
-        lap("nll")
-    if cfg.diag_sentences:
+        done("nll")
+    if "latent" in parts and cfg.diag_sentences:
         log("latent diagnostics")
         ids = tm.encode(test[:cfg.diag_sentences]).ids
         res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
         if tm.config.train.corpus == "demo":
-            res["latent"].update(diagnostics.demo_report(tm.model, tm.vocab, list(samples),
-                                                         cfg.seed))
-        lap("latent")
-    res["seconds"] = seconds
+            if not (run_dir / "samples.txt").exists():
+                write_samples(tm, run_dir / "samples.txt", cfg, progress)
+            res["latent"].update(diagnostics.demo_report(
+                tm.model, tm.vocab, list(SampleFile(run_dir / "samples.txt")), cfg.seed))
+        done("latent")
     write_json(run_dir / "eval.json", res)
-    (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
+    if "fppl" in res:
+        (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
+
+
+def _kept(path: Path, parts: list[str]) -> dict:
+    """What an existing eval.json holds for the parts not being run (nothing when all are)."""
+    if set(parts) == set(PARTS) or not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    ppl_keys = {"fppl", "rppl", "real_fppl", "lm", "order", "lstm", "heldout", "samples", "tokens",
+                "oov", "corpus", "by_lm", "decode", "sample_noise", "samples_generated",
+                "empty_samples"}
+    drop = {"ppl": ppl_keys, "nll": {"nll"}, "latent": {"latent"}}
+    seconds_of = {"ppl": ("sampling", "ppl_"), "nll": ("nll",), "latent": ("latent",)}
+    for part in parts:
+        for k in drop[part]:
+            old.pop(k, None)
+        old["seconds"] = {k: v for k, v in old.get("seconds", {}).items()
+                          if not k.startswith(seconds_of[part])}
+    return old
 
 
 def table2_markdown(name: str, corpus: str, res: dict) -> str:

@@ -6,15 +6,23 @@
 
 with q a diagonal Gaussian fitted, per sentence, to the end points of several independent
 short-run posterior chains (its spread widened by `widen` so that its tails cover the posterior's).
+
+The whole PTB test split costs hours on a CPU core, so `importance_nll` can keep its progress in a
+file (per-batch results and the generator's state, saved after each batch): a rerun over the same
+sentences with the same settings resumes there and ends with the same numbers as one that was
+never interrupted.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from corpora.batching import by_length, frame
+from corpora.storage import atomic_write, load_tensors, torch_bytes
 from textebm.decoder import MAX_LOGITS
 from textebm.model import LatentEBM
 
@@ -90,31 +98,61 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
 
 
 def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLConfig(),
-                   progress=None) -> dict:
+                   progress=None, state_path: Path | None = None) -> dict:
     """NLL in nats per sentence and the matching perplexity over `ids` (word-id lists).
 
     Returns {nll, ppl, tokens, sentences, nll_se, nll_mc_se, log_z, log_z_se, chains, samples}.
     Two standard errors of `nll`: `nll_se` over sentences (std / sqrt(n): how much another test
     sample of this size would move it) and `nll_mc_se`, the estimator's own noise (the per-sentence
     importance-sampling errors, and log Z's, which shifts every sentence's NLL by the same amount).
+    `state_path`: where progress is kept across interruptions (deleted once the estimate is done);
+    it is only resumed from when it was made for the same sentences, settings and model.
     """
     model.eval()
     log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
-    nlls, ses, tokens = [], [], 0
     # The C chains of a batch run as one decoder call (forward and backward to z).
     per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)
-    for ix in by_length(ids, cfg.batch_size, per_batch):
-        batch = [ids[j] for j in ix]
+    batches = list(by_length(ids, cfg.batch_size, per_batch))
+    key = _progress_key(ids, cfg, log_z)
+    done, nlls, ses = _resume(state_path, key, gen)
+    for b in range(done, len(batches)):
+        batch = [ids[j] for j in batches[b]]
         log_p, se = sentence_log_marginals(model, batch, cfg, log_z, gen)
         nlls.append(-log_p)
         ses.append(se)
-        tokens += sum(len(s) + 1 for s in batch)
+        if state_path is not None:
+            atomic_write(state_path, torch_bytes({"key": key, "batches": b + 1, "nll": torch.cat(nlls),
+                                                  "se": torch.cat(ses), "gen": gen.get_state()}))
         if progress:
             progress(len(batch))
     nll, se = torch.cat(nlls), torch.cat(ses)
-    n, total = len(ids), nll.sum().item()
+    n, total, tokens = len(ids), nll.sum().item(), sum(len(s) + 1 for s in ids)
+    if state_path is not None:
+        Path(state_path).unlink(missing_ok=True)
     return {"nll": total / n, "ppl": math.exp(total / tokens), "tokens": tokens, "sentences": n,
             "nll_se": (nll.std() / math.sqrt(n)).item() if n > 1 else math.inf,
             "nll_mc_se": math.sqrt(se.pow(2).sum().item() / n ** 2 + log_z_se ** 2),
             "log_z": log_z, "log_z_se": log_z_se, "chains": cfg.chains, "samples": cfg.samples}
+
+
+def _progress_key(ids: list[list[int]], cfg: NLLConfig, log_z: float) -> str:
+    """Fingerprint of what an NLL estimate depends on: the sentences, the settings, and (through
+    log Z, computed afresh from the model) the prior."""
+    h = hashlib.sha1(repr(asdict(cfg)).encode())
+    for s in ids:
+        h.update((",".join(map(str, s)) + ";").encode())
+    return f"{h.hexdigest()} {log_z!r}"
+
+
+def _resume(state_path: Path | None, key: str, gen: torch.Generator
+            ) -> tuple[int, list[torch.Tensor], list[torch.Tensor]]:
+    """(batches done, their per-sentence NLLs, their SEs) from a progress file made for `key`,
+    with `gen` set to where it stood; nothing done when there is no such file."""
+    if state_path is None or not Path(state_path).exists():
+        return 0, [], []
+    saved = load_tensors(Path(state_path), "cpu", "NLL progress file")
+    if saved.get("key") != key:
+        return 0, [], []
+    gen.set_state(saved["gen"])
+    return int(saved["batches"]), [saved["nll"]], [saved["se"]]
