@@ -150,6 +150,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                   "fp32 weights, normalisers and chains) or auto "
                                                   "(bf16 where this machine runs it fast); the pick "
                                                   "is recorded in config.json."),
+          compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the prior "
+                                                 "chain's steps compiled (torch.compile; the same "
+                                                 "chain, faster; eager if compiling fails)."),
           tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="word, or spm (sentencepiece "
                                                   "pieces learned on the training split)."),
           vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="spm: number of pieces "
@@ -174,7 +177,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
-                     "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision},
+                     "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
+                     "compile": compile},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
@@ -228,13 +232,16 @@ CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpo
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 where this machine "
                          "runs it fast).")
+COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps compiled "
+                       "(torch.compile): the same chain, faster after a first call that compiles.")
 
 
-def _open_run(checkpoint: Optional[Path], device: str, precision: str = "fp32"):
+def _open_run(checkpoint: Optional[Path], device: str, precision: str = "fp32",
+              compile: bool = False):
     from textebm.api import load
     from textebm.device import pick_device
     from textebm.runs import resolve
-    return load(resolve(checkpoint), pick_device(device), precision)
+    return load(resolve(checkpoint), pick_device(device), precision, compile)
 
 
 def _note_unknown(unknown) -> None:
@@ -281,7 +288,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
-           device: str = DEVICE, precision: str = PRECISION):
+           device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
     from textebm.api import plot_energy_profile, profile_summary
 
@@ -290,7 +297,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     except ValueError:
         raise ValueError(f"--trace takes comma-separated step numbers such as 0,40,100, "
                          f"got {trace!r}") from None
-    tm = _open_run(checkpoint, device, precision)
+    tm = _open_run(checkpoint, device, precision, compile)
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
@@ -474,7 +481,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                        "other parts' results are kept from the run's eval.json."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-             precision: str = PRECISION, as_json: bool = JSON):
+             precision: str = PRECISION, compile: bool = COMPILE, as_json: bool = JSON):
     """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
     the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks).
     eval.json is written after each part; an interrupted NLL resumes where it stopped."""
@@ -487,7 +494,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                      parts=parts)
     cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
     run_dir = resolve(checkpoint)
-    tm = _open_run(run_dir, device, precision)
+    tm = _open_run(run_dir, device, precision, compile)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
     with Progress(disable=as_json, console=err) as bar:

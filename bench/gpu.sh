@@ -18,6 +18,7 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-10000}
 NLL_SENTENCES=${NLL_SENTENCES:-0}        # 0: the whole test split
 DIAG_SENTENCES=${DIAG_SENTENCES:-500}
 PRECISION=${PRECISION:-auto}             # auto: bf16 where the device runs it fast
+COMPILE=${COMPILE:-0}                    # 1: train and evaluate with --compile (prior chain compiled)
 OUT=${OUT:-runs/gpu-ptb-$(date +%Y%m%d-%H%M%S)}
 DATA=${TEXTEBM_DATA:-../shared/data}
 cd "$(dirname "$0")/.."
@@ -25,17 +26,18 @@ cd "$(dirname "$0")/.."
 python bench/train_step.py --data "$DATA/ptb/ptb.train.txt" --device "$DEVICE" --iters "$ITERS" --posterior paper \
   --modes ours --precision "$PRECISION"
 python bench/train_step.py --data "$DATA/ptb/ptb.train.txt" --device "$DEVICE" --iters "$ITERS" --posterior encoder \
-  --modes ours --precision "$PRECISION"
+  --modes ours,ours+compile --precision "$PRECISION"
+COMPILE_FLAG=$([ "$COMPILE" = 1 ] && echo --compile || true)
 
 start=$(date +%s)
 if [ "$NPROC" -gt 1 ]; then
   torchrun --standalone --nproc_per_node="$NPROC" "$(command -v textebm)" train ptb \
-    --device "$DEVICE" --precision "$PRECISION" --max-steps "$STEPS" --out "$OUT" --quiet
+    --device "$DEVICE" --precision "$PRECISION" --max-steps "$STEPS" --out "$OUT" --quiet $COMPILE_FLAG
 else
-  textebm train ptb --device "$DEVICE" --precision "$PRECISION" --max-steps "$STEPS" --out "$OUT" --quiet
+  textebm train ptb --device "$DEVICE" --precision "$PRECISION" --max-steps "$STEPS" --out "$OUT" --quiet $COMPILE_FLAG
 fi
 trained=$(date +%s)
-textebm evaluate --checkpoint "$OUT" --device "$DEVICE" --precision "$PRECISION" --num-samples "$EVAL_SAMPLES" \
+textebm evaluate --checkpoint "$OUT" --device "$DEVICE" --precision "$PRECISION" $COMPILE_FLAG --num-samples "$EVAL_SAMPLES" \
   --nll-sentences "$NLL_SENTENCES" --diag-sentences "$DIAG_SENTENCES" --json > "$OUT/evaluate.out.json"
 done_at=$(date +%s)
 python - "$OUT" "$STEPS" "$NPROC" $((trained - start)) $((done_at - trained)) <<'PY'

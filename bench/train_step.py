@@ -4,6 +4,7 @@ side by side in one process on identical batches.
     python bench/train_step.py --data ../shared/data/ptb/ptb.train.txt [--batch-size 32] [--iters 5]
                                [--precision fp32|bf16|auto] [--modes ours,plain]
     python bench/train_step.py --data ... --modes ours:fp32,ours:bf16,plain   # all three at once
+    python bench/train_step.py --data ... --modes ours:fp32,ours:fp32+compile  # prior chain compiled
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
@@ -90,12 +91,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per mode (after 1 warm-up)")
     ap.add_argument("--modes", default="ours,plain",
-                    help="comma-separated: ours (at --precision), ours:fp32, ours:bf16, plain")
+                    help="comma-separated: ours (at --precision), ours:fp32, ours:bf16, plain; "
+                         "'+compile' after an ours mode runs its prior chain compiled")
     ap.add_argument("--precision", default="fp32", help="ours: fp32, bf16 or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--posterior", default="paper", help="posterior-chain preset (paper, sri, encoder)")
+    ap.add_argument("--sizes-of", default="ptb", help="whose default model sizes to use (ptb, demo, ...)")
     ap.add_argument("--batches", choices=["random", "bucketed"], default="random",
                     help="random: sentences drawn at random (what a plain trainer sees); bucketed: "
                          "the textebm trainer's length-sorted batches (little padding for either)")
@@ -111,18 +114,22 @@ def main() -> None:
     sents = read_sentences(Path(a.data), "other", 400)
     vocab = Vocab.build(sents)
     ids = [vocab.encode(s) for s in sents]
-    cfg = apply_posterior_preset(for_corpus("ptb"), a.posterior)
+    cfg = apply_posterior_preset(for_corpus(a.sizes_of), a.posterior)
     cfg.decoder.vocab_size = len(vocab)
     precision, why = resolve(a.precision, dev)
     runs, prec = {}, {}
     for m in modes:
-        kind, _, p = m.partition(":")
-        if kind not in ("ours", "plain") or (p and kind == "plain"):
-            raise SystemExit(f"unknown mode {m!r}: ours, ours:fp32, ours:bf16 or plain")
+        base, plus, opt = m.partition("+")
+        kind, _, p = base.partition(":")
+        if kind not in ("ours", "plain") or (p and kind == "plain") or \
+                (plus and (opt != "compile" or kind == "plain")):
+            raise SystemExit(f"unknown mode {m!r}: ours, ours:fp32, ours:bf16 (each optionally "
+                             f"+compile) or plain")
         prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
         model = build_model(cfg).to(dev)
         model.decoder.compute_dtype = DTYPES[prec[m]]
+        model.compile_prior = bool(plus)
         runs[m] = (model, make_optimizers(model, cfg), train_step if kind == "ours" else plain_step)
     batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
     extra = {}
@@ -148,7 +155,7 @@ def main() -> None:
             if i:  # the first iteration warms up allocators and kernels
                 secs[m].append(time.perf_counter() - t)
                 tokens[m] += int(scored_tokens(x).sum())
-    common = {"bench": "train_step", "posterior": a.posterior, "batches": a.batches,
+    common = {"bench": "train_step", "sizes_of": a.sizes_of, "posterior": a.posterior, "batches": a.batches,
               "batch_size": a.batch_size,
               "iters": a.iters, "threads": torch.get_num_threads(), "device": a.device,
               "vocab": len(vocab)}
@@ -156,6 +163,8 @@ def main() -> None:
     for m in modes:
         tps[m] = tokens[m] / sum(secs[m])
         print(json.dumps({**common, "mode": m, "precision": prec[m],
+                          "compile_failed": getattr(runs[m][0]._compiled_prior, "failed", None)
+                          if m.endswith("+compile") else None,
                           "sec_per_iter": round(float(np.mean(secs[m])), 4),
                           "tokens_per_sec": round(tps[m], 2)}))
     summary = {**common, "mode": "ratios", "precision": precision, "precision_why": why, **extra,

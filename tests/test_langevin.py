@@ -93,3 +93,72 @@ def test_step_size_schedule_repeats_its_last_value_and_changes_the_chain():
     b, _ = langevin(u, z0, 3, 0.1, noise=0.0)
     torch.testing.assert_close(a, 2.0 - 2.0 * 0.5 * 0.995 ** 2 * torch.ones(2, 2))
     torch.testing.assert_close(b, 2.0 - 2.0 * 0.995 ** 3 * torch.ones(2, 2))
+
+
+def _tiny_ebm():
+    from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
+    from textebm.model import LatentEBM
+    torch.manual_seed(0)
+    return LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(vocab_size=9, embed=4,
+                     hidden=8, latent_dim=4), LangevinConfig(k0=25, s0=0.4))
+
+
+def test_compiled_prior_chain_follows_the_eager_chain():
+    # Same generator, same noise order: the compiled steps give the eager chain's z up to float
+    # rounding, with and without noise, and at a second batch size (a recompile).
+    import pytest
+    m = _tiny_ebm()
+    with torch.no_grad():
+        m.prior.net[-1].weight.mul_(5.0)  # a prior far from N(0, I), so the gradient matters
+    eager = [m.sample_prior(n, generator=torch.Generator().manual_seed(3), noise=c)[0]
+             for n, c in ((6, 1.0), (6, 0.0), (11, 0.9))]
+    m.compile_prior = True
+    compiled = [m.sample_prior(n, generator=torch.Generator().manual_seed(3), noise=c)[0]
+                for n, c in ((6, 1.0), (6, 0.0), (11, 0.9))]
+    if m._compiled_prior.failed:
+        pytest.skip(f"torch.compile unavailable here: {m._compiled_prior.failed}")
+    z0 = init_z(6, 4, generator=torch.Generator().manual_seed(3))
+    assert (eager[0] - z0).norm() > 1.0  # the chain moved
+    for a, b in zip(eager, compiled):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+        # z- is a sample, not a function of the weights: no graph back through the chain
+        # (the EBM's weights require gradients, as they do in training).
+        assert b.grad_fn is None and not b.requires_grad
+    # Training updates the EBM's weights in place between chains: the compiled chain reads
+    # them as they are now (they are inputs of the graph, not constants baked into it).
+    with torch.no_grad():
+        m.prior.net[0].weight.mul_(-1.5)
+    after = m.sample_prior(6, generator=torch.Generator().manual_seed(3))[0]
+    m.compile_prior = False
+    want = m.sample_prior(6, generator=torch.Generator().manual_seed(3))[0]
+    assert not torch.allclose(want, eager[0], atol=1e-2) and torch.allclose(after, want, atol=1e-5)
+    with torch.no_grad():
+        m.prior.net[0].weight.div_(-1.5)
+    # A traced chain (energy profile) stays eager and is the same chain too.
+    traced, info = m.sample_prior(6, generator=torch.Generator().manual_seed(3), trace=True)
+    assert info["energies"].shape == (26, 6) and torch.allclose(traced, eager[0], atol=1e-5)
+
+
+def test_compiled_chain_falls_back_to_the_same_eager_chain(recwarn):
+    # A compiler failure part-way through the first chain (after three steps drew their noise)
+    # warns and runs the eager chain from the same generator state: exactly the eager result.
+    from textebm.langevin import CompiledChain
+    m = _tiny_ebm()
+    chain = CompiledChain(m.prior_energy)
+    calls = []
+
+    def failing(z, s, noise, eps):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return z
+
+    chain._step = failing
+    z0 = init_z(5, 4, generator=torch.Generator().manual_seed(1))
+    got, _ = chain(z0, 25, 0.4, torch.Generator().manual_seed(2))
+    want, _ = langevin(m.prior_energy, z0, 25, 0.4, torch.Generator().manual_seed(2))
+    assert torch.equal(got, want)
+    assert chain.failed == "RuntimeError: no C++ compiler"
+    assert any("running eagerly" in str(w.message) for w in recwarn.list)
+    again, _ = chain(z0, 25, 0.4, torch.Generator().manual_seed(2))
+    assert torch.equal(again, want) and len(calls) == 3  # no second attempt to compile

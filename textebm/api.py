@@ -330,11 +330,13 @@ class TextEBM:
         return Interpolation(t=t.squeeze(1), z=z, sentences=self.decode(ids), n_unk=enc.n_unk)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> TextEBM:
+def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
+         compile: bool = False) -> TextEBM:
     """Load a run folder (config.json, vocab.txt, checkpoint.pt; weights only, no pickles).
     A path to checkpoint.pt itself also works. `precision`: fp32, bf16 or auto for the decoder's
-    compute (textebm.precision); `TextEBM.precision` says what was picked. Raises
-    CheckpointError for a missing, corrupted or mismatched run."""
+    compute (textebm.precision); `TextEBM.precision` says what was picked. `compile`: run the
+    prior chain compiled (textebm.langevin.CompiledChain). Raises CheckpointError for a missing,
+    corrupted or mismatched run."""
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.name == CHECKPOINT:
         run_dir = run_dir.parent
@@ -352,6 +354,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
                               f"({first[:160]})") from None
     picked, _ = resolve_precision(precision, device)
     model.decoder.compute_dtype = DTYPES[picked]
+    model.compile_prior = compile
     return TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)))
 
 

@@ -102,6 +102,7 @@ class TrainConfig:
     min_count: int = 1
     precision: str = "fp32"       # fp32, bf16 or auto (textebm.precision)
     precision_used: str | None = None  # what the run computes in; auto's pick, fixed at the start
+    compile: bool = False         # the prior chain's steps compiled by torch.compile (same chain)
 
 
 @dataclass

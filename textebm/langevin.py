@@ -13,9 +13,16 @@ second copy of it:
 `U` returns one energy per chain; they are summed before the gradient, so each chain moves
 independently of the batch it sits in. Where the chain starts is the caller's choice (N(0, I)
 in the paper; a warm start or an amortized guess are options of the posterior chain).
+
+`CompiledChain` runs the same rule with each step (energy, its gradient and the update) compiled
+by torch.compile into one graph: the prior chain is hundreds of steps of a small MLP at a fixed
+shape, so in eager mode it costs per-operator overhead (and, on a GPU, kernel launches) rather
+than arithmetic. Its noise is drawn outside the graph from the same generator in the same order,
+so it follows the eager chain to float rounding.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -59,14 +66,75 @@ def langevin(energy: Energy, z: torch.Tensor, steps: int, step_size: float | Seq
             if k == steps:
                 break
             (grad,) = torch.autograd.grad(u.sum(), z)
-            s = sizes[k]
-            z = z.detach() - (0.5 * s * s) * grad
-            if noise:
-                eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-                z = z + (noise * s) * eps
+            z = _update(z.detach(), grad, sizes[k], noise, _noise(z, noise, generator))
     if trace:
         info["energies"] = torch.stack(info["energies"])
     return z.detach(), info
+
+
+def _update(z: torch.Tensor, grad: torch.Tensor, s: float, noise: float,
+            eps: torch.Tensor | None) -> torch.Tensor:
+    """One step of the rule above, given dU/dz and the step's eps (None: no noise)."""
+    z = z - (0.5 * s * s) * grad
+    return z if eps is None else z + (noise * s) * eps
+
+
+def _noise(z: torch.Tensor, noise: float, generator: torch.Generator | None) -> torch.Tensor | None:
+    return (torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            if noise else None)
+
+
+class CompiledChain:
+    """`langevin(energy, z, steps, step_size, generator, noise=...)` without tracing, each step
+    compiled (torch.compile; it recompiles for a new batch shape, then treats the batch size as
+    dynamic). If compiling fails (no C++ compiler, an unsupported operator) it warns once and
+    runs the eager chain from then on: the result is the same chain either way."""
+
+    def __init__(self, energy: Energy):
+        self.energy = energy
+        self.failed: str | None = None
+        self._step = torch.compile(self._eager_step)
+
+    def _eager_step(self, z: torch.Tensor, s: float, noise: float,
+                    eps: torch.Tensor | None) -> torch.Tensor:
+        grad = torch.func.grad(lambda v: self.energy(v).sum())(z)
+        return _update(z, grad, s, noise, eps)
+
+    def __call__(self, z: torch.Tensor, steps: int, step_size: float | Sequence[float],
+                 generator: torch.Generator | None = None, noise: float = 1.0
+                 ) -> tuple[torch.Tensor, dict]:
+        if self.failed is None:
+            rng = _rng_state(generator, z.device)
+            try:
+                out = z.detach()
+                # no_grad: the step's gradient is w.r.t. z only (torch.func.grad ignores the outer
+                # mode); without it z would carry the chain's graph back to the EBM's weights.
+                with torch.no_grad():
+                    for s in step_sizes(steps, step_size):
+                        out = self._step(out, s, noise, _noise(out, noise, generator))
+                return out, {"energies": [], "z_at": {}}
+            except Exception as e:  # the compiler's failures come in many types
+                self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                warnings.warn(f"compiled Langevin chain unavailable, running eagerly ({self.failed})",
+                              RuntimeWarning)
+                _set_rng_state(generator, z.device, rng)  # the eager chain draws the same noise
+        return langevin(self.energy, z, steps, step_size, generator, noise=noise)
+
+
+def _rng_state(generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    if generator is not None:
+        return generator.get_state()
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(generator: torch.Generator | None, device: torch.device,
+                   state: torch.Tensor) -> None:
+    if generator is not None:
+        generator.set_state(state)
+    elif device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 def init_z(n: int, dim: int, device: torch.device | str = "cpu",

@@ -16,7 +16,7 @@ from torch import nn
 from textebm.config import DecoderConfig, EncoderConfig, LangevinConfig, PriorConfig
 from textebm.decoder import LSTMDecoder
 from textebm.encoder import AmortizedInit
-from textebm.langevin import init_z, langevin
+from textebm.langevin import CompiledChain, init_z, langevin
 from textebm.prior import EnergyPrior
 
 
@@ -46,6 +46,10 @@ class LatentEBM(nn.Module):
         # The amortized initializer exists only where the posterior chain starts from it.
         self.encoder = (AmortizedInit(encoder or EncoderConfig(), decoder.vocab_size, prior.latent_dim)
                         if langevin_cfg.init1 == "encoder" else None)
+        # Run the prior chain compiled (textebm.langevin.CompiledChain): a runtime choice like
+        # the decoder's compute_dtype, not part of the model, so not in the state_dict.
+        self.compile_prior = False
+        self._compiled_prior: CompiledChain | None = None
 
     @property
     def device(self) -> torch.device:
@@ -91,8 +95,13 @@ class LatentEBM(nn.Module):
         step_size = cfg.s0 if step_size is None else step_size
         noise = cfg.noise0 if noise is None else noise
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
-        if self.prior is None and not (trace.get("trace") or trace.get("trace_at")):
+        traced = trace.get("trace") or trace.get("trace_at")
+        if self.prior is None and not traced:
             return langevin(self.prior_energy, z0 * noise, 0, step_size, generator, **trace)
+        if self.compile_prior and not traced:
+            if self._compiled_prior is None:
+                self._compiled_prior = CompiledChain(self.prior_energy)
+            return self._compiled_prior(z0, steps, step_size, generator, noise)
         return langevin(self.prior_energy, z0, steps, step_size, generator, noise=noise, **trace)
 
     def chain_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -180,6 +180,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     valid_ids = [vocab.encode(s) for s in to_units(valid, tokenizer)]
     model = build_model(cfg).to(setup.device)
     model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
+    model.compile_prior = t.compile
     opts = make_optimizers(model, cfg)
     step, seconds_before = 0, 0.0
     if setup.resume:
