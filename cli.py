@@ -150,6 +150,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                   "fp32 weights, normalisers and chains) or auto "
                                                   "(bf16 where this machine runs it fast); the pick "
                                                   "is recorded in config.json."),
+          word_dropout: Optional[float] = typer.Option(None, "--word-dropout", help="Share of the "
+                                                       "decoder's input words read as <unk> in "
+                                                       "training (0: none)."),
           compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Run the prior "
                                                  "chain's steps compiled (torch.compile; the same "
                                                  "chain, faster; eager if compiling fails)."),
@@ -182,7 +185,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
-           "prior": {"kind": prior}}
+           "prior": {"kind": prior}, "decoder": {"word_dropout": word_dropout}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
     cfg.train.train_split, cfg.train.max_len, cfg.train.on_long = train_split, max_len, on_long
     cfg.validate()

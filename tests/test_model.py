@@ -132,3 +132,30 @@ def test_encoder_guess_ignores_padding_and_batch_mates():
     together = enc(frame(SENTS))
     alone = torch.cat([enc(frame([s])) for s in SENTS])
     torch.testing.assert_close(together, alone)
+
+
+def test_word_dropout_hides_input_words_in_training_only():
+    # In training a share p of the input words (not <s>, not padding) is read as <unk>; in eval
+    # mode (posterior chains, validation, NLL) the decoder reads every word, as without it.
+    from corpora.vocab import BOS_ID, PAD_ID, UNK_ID
+    from textebm.decoder import LSTMDecoder
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=50, embed=8, hidden=16, latent_dim=4, dropout=0.0, word_dropout=0.4)
+    dec = LSTMDecoder(cfg)
+    plain = LSTMDecoder(DecoderConfig(vocab_size=50, embed=8, hidden=16, latent_dim=4, dropout=0.0))
+    plain.load_state_dict(dec.state_dict())
+    x = frame([[4 + (i * 7 + j) % 40 for j in range(5 + i % 20)] for i in range(400)])
+    z = torch.randn(400, 4)
+    seen = []
+    dec.embed.register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
+    dec.eval()
+    assert torch.equal(dec.log_prob(x, z), plain.log_prob(x, z))
+    dec.train()
+    trained = dec.log_prob(x, z)
+    inp = seen[-1]
+    words = (x[:, :-1] != PAD_ID)
+    words[:, 0] = False
+    hidden = (inp == UNK_ID) & words
+    assert abs(hidden.sum().item() / words.sum().item() - 0.4) < 0.03
+    assert torch.equal(inp[~hidden], x[:, :-1][~hidden])       # the rest untouched
+    assert (inp[:, 0] == BOS_ID).all() and not torch.allclose(trained, plain.log_prob(x, z))

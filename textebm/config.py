@@ -35,6 +35,7 @@ class DecoderConfig:
     latent_dim: int = 32
     dropout: float = 0.5
     init_range: float = 0.1
+    word_dropout: float = 0.0  # share of input words read as <unk> in training (Bowman et al. 2016)
 
 
 @dataclass
@@ -137,8 +138,8 @@ class RunConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):
             raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
-        if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1:
-            raise ValueError("learning rates must be >= 0 and dropout in [0, 1)")
+        if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1 or not 0 <= d.word_dropout < 1:
+            raise ValueError("learning rates must be >= 0 and dropout, word dropout in [0, 1)")
         return self
 
     @classmethod

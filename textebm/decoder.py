@@ -2,14 +2,16 @@
 
 How z enters is not published; the project default follows the common text-VAE decoders:
 z is concatenated to every input embedding and h0 = Linear(z), c0 = 0. Dropout on embeddings
-and LSTM outputs; every parameter initialised from Unif(-0.1, 0.1) (paper B.1).
+and LSTM outputs; every parameter initialised from Unif(-0.1, 0.1) (paper B.1). Optional word
+dropout (Bowman et al. 2016): in training, a share of the input words is read as <unk>, so that
+what the decoder cannot read from the prefix it has to take from z.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from corpora.vocab import BOS_ID, EOS_ID, PAD_ID
+from corpora.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textebm.config import DecoderConfig
 from textebm.precision import autocast
 from textebm.softmax import sentence_log_probs
@@ -48,6 +50,10 @@ class LSTMDecoder(nn.Module):
         The output projection and softmax run only at real (non-pad) target positions.
         """
         inp = x[:, :-1]
+        if self.training and self.cfg.word_dropout:
+            hide = torch.rand(inp.shape, device=inp.device) < self.cfg.word_dropout
+            hide[:, 0] = False  # <s> stays
+            inp = inp.masked_fill(hide & (inp != PAD_ID), UNK_ID)
         emb = self.drop(self.embed(inp))
         zz = z.unsqueeze(1).expand(-1, inp.size(1), -1)
         with autocast(x.device.type, self.compute_dtype):
