@@ -2,6 +2,7 @@
 
     python bench/table2_row.py runs/ptb/ebm-2h [--dest results/ptb/ebm-2h] [--precision auto]
         [--num-samples 10000] [--lm ngram,lstm] [--nll-sentences 0] [--lstm-epochs 30]
+    python bench/table2_row.py runs/ptb/ebm-2h --parts nll --nll-sentences 0   # add one part
     python bench/table2_row.py --table results/ptb/ebm-2h results/ptb/gaussian-2h
 
 A row: `textebm evaluate` (samples, FPPL/RPPL under each judge LM, importance-weighted NLL with
@@ -10,7 +11,8 @@ decoded at those steps, and the energy profile along them), both through the CLI
 then the training curves. The destination folder gets what a reader needs and no weights:
 config.json, summary.json, eval.json, eval.md, curves.png, energy_profile.png, trace.txt
 (the 20 chains), samples_head.txt (the first 100 of the evaluation samples) and row.json (the
-command, its settings and how long each part took).
+command, its settings and how long each part took). `--parts` passes to `textebm evaluate`: the
+parts not named keep their results in eval.json, and row.json adds the new command to the old.
 
 --table prints the rows in the layout of Table 2: real data (the paper's and under our judges),
 the paper's row, then each folder under each judge, with the iterations, sentences and training
@@ -34,6 +36,7 @@ from textebm.evaluate import PAPER_TABLE2  # noqa: E402
 from textebm.plots import plot_curves  # noqa: E402
 
 KEPT = ("config.json", "summary.json", "eval.json", "eval.md")
+ALL_PARTS = "ppl,nll,latent"
 
 
 def textebm(*args: str, threads: int = 0) -> float:
@@ -56,7 +59,7 @@ def make_row(a: argparse.Namespace) -> Path:
     ev = ["evaluate", *common, *data, "--num-samples", str(a.num_samples), "--lm", a.lm,
           "--lstm-epochs", str(a.lstm_epochs), "--nll-sentences", str(a.nll_sentences),
           "--nll-samples", str(a.nll_samples), "--diag-sentences", str(a.diag_sentences),
-          "--seed", str(a.seed)]
+          "--seed", str(a.seed), "--parts", a.parts]
     smp = ["sample", *common, "-n", "20", "--trace", "0,40,100", "--seed", str(a.seed),
            "--out", str(dest / "trace.txt"), "--plot", str(dest / "energy_profile.png")]
     seconds = {"evaluate": textebm(*ev, threads=a.threads), "trace": textebm(*smp, threads=a.threads)}
@@ -68,6 +71,10 @@ def make_row(a: argparse.Namespace) -> Path:
         (dest / "samples_head.txt").write_text("".join(islice(f, 100)), encoding="utf-8")
     row = {"run": str(run), "commands": [["textebm", *ev], ["textebm", *smp]], "threads": a.threads,
            "seconds": seconds}
+    if a.parts != ALL_PARTS and (dest / "row.json").is_file():  # a part added to an earlier row
+        old = json.loads((dest / "row.json").read_text())
+        row = {**old, "commands": old["commands"] + row["commands"],
+               "seconds": {**old["seconds"], **{f"{k} ({a.parts})": v for k, v in seconds.items()}}}
     (dest / "row.json").write_text(json.dumps(row, indent=2) + "\n")
     print(table([dest]))
     return dest
@@ -128,6 +135,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--parts", default=ALL_PARTS, help="evaluate these parts only (ppl, nll, latent); "
+                    "the others keep their results")
     a = ap.parse_args()
     if a.table:
         print(table([Path(d) for d in a.table]), end="")

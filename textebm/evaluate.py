@@ -145,6 +145,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
                                     progress=tick, state_path=run_dir / NLL_PROGRESS)
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
+        res["nll"]["precision"] = tm.precision  # it may be added later than the other parts
         done("nll")
     if "latent" in parts and cfg.diag_sentences:
         log("latent diagnostics")
