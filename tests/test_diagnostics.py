@@ -74,3 +74,25 @@ def test_a_decoder_that_ignores_z_has_zero_gap():
     assert d["gap_nats_tok"] == pytest.approx(0.0, abs=1e-6)
     z = posterior_chains(m, ids, 3, seed=0)
     assert z.shape == (40, 3, 4) and d["mutual_info"] < 0.5 * math.log(40)
+
+
+def test_topic_probe_readings_line_up_sentence_by_sentence():
+    # With a noiseless posterior chain from the amortized start every chain of a sentence ends in
+    # the same z: no scatter, and the posterior-mean probe reads exactly what one chain's does
+    # (which fails if the chains were averaged across sentences or out of order).
+    from textebm.diagnostics import topic_probes
+    vocab = Vocab.build([t for _, t in demo.generate(300, seed=1)])
+    torch.manual_seed(0)
+    m = LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(
+        vocab_size=len(vocab), embed=8, hidden=16, latent_dim=4, dropout=0.0),
+        LangevinConfig(k1=3, noise1=0.0, init1="encoder"))
+    with torch.no_grad():
+        m.decoder.z_to_h.weight.mul_(30.0)  # a decoder that reads z, so the chain moves
+    r = topic_probes(m, vocab, seed=0, probe_sentences=(300, 200), chains=3)
+    assert r["z_within_var"] < 1e-12 < r["z_between_var"]
+    assert r["topic_probe_mean_acc"] == r["topic_probe_acc"]
+    assert r["topic_probe_init_acc"] is not None and 0 <= r["topic_probe_init_acc"] <= 1
+    m.encoder = None
+    m.langevin_cfg.init1 = "noise"
+    r = topic_probes(m, vocab, seed=0, probe_sentences=(300, 200), chains=3)
+    assert r["topic_probe_init_acc"] is None and r["z_within_var"] > 1e-3

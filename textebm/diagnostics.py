@@ -10,7 +10,9 @@ For any corpus (`latent_use`):
     held-out chain end points.
 For the synthetic demo grammar, which knows log p(x) and p(topic | x) exactly (`demo_report`):
   - topic probe: a logistic regression from inferred z to the true topic, next to the Bayes
-    accuracy of the true p(topic | x) (the best any z could do);
+    accuracy of the true p(topic | x) (the best any z could do); read three ways: z from one
+    posterior chain (what `infer` returns), the mean of several chains (the posterior mean, free of
+    one chain's scatter), and the chain's start g(x) where the run has an amortized encoder;
   - the share of prior samples the grammar cannot emit, and the samples' exact NLL/token next to
     the data's.
 """
@@ -142,6 +144,9 @@ def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> f
         return float((lin(b.double()).argmax(1) == torch.as_tensor(y_te)).double().mean())
 
 
+PROBE_CHAINS = 8  # chains per sentence behind the posterior-mean reading of the topic probe
+
+
 def demo_report(model: LatentEBM, vocab, samples: list[list[str]], seed: int = 0,
                 probe_sentences: tuple[int, int] = (1000, 500)) -> dict:
     """Diagnostics measured against the demo grammar itself (corpora/demo.py), not the model.
@@ -149,15 +154,37 @@ def demo_report(model: LatentEBM, vocab, samples: list[list[str]], seed: int = 0
     samples: prior samples as token lists. The probe's sentences are fresh draws from the grammar
     (with their true topics), so it never sees the training data.
     """
+    return {**topic_probes(model, vocab, seed, probe_sentences), **grammar_checks(samples)}
+
+
+def topic_probes(model: LatentEBM, vocab, seed: int = 0,
+                 probe_sentences: tuple[int, int] = (1000, 500), chains: int = PROBE_CHAINS) -> dict:
+    """Topic probe accuracies on fresh demo sentences from z of one posterior chain
+    (`topic_probe_acc`), from the mean of `chains` chains (`topic_probe_mean_acc`) and from the
+    amortized start g(x) (`topic_probe_init_acc`, None without an encoder); the Bayes accuracy;
+    and the chains' scatter against the spread of the posterior means (`z_within_var`,
+    `z_between_var`: per-dimension variances averaged over dimensions)."""
     from corpora import demo
     n_tr, n_te = probe_sentences
     labelled = demo.generate(n_tr + n_te, seed=10_000 + seed)
     topics = np.array([k for k, _ in labelled])
-    toks = [t for _, t in labelled]
-    z = posterior_chains(model, [vocab.encode(t) for t in toks], 1, seed).squeeze(1).cpu().double()
-    probe = _probe_accuracy(z[:n_tr], topics[:n_tr], z[n_tr:], topics[n_tr:], len(demo.TOPICS))
+    ids = [vocab.encode(t) for _, t in labelled]
+
+    def probe(z: torch.Tensor) -> float:
+        z = z.cpu().double()
+        return _probe_accuracy(z[:n_tr], topics[:n_tr], z[n_tr:], topics[n_tr:], len(demo.TOPICS))
+
+    one = posterior_chains(model, ids, 1, seed).squeeze(1)
+    many = posterior_chains(model, ids, chains, seed + 1)
+    init = None
+    if model.encoder is not None:
+        with torch.no_grad():
+            init = probe(torch.cat([model.encoder(frame(ids[i:i + 256]).to(model.device))
+                                    for i in range(0, len(ids), 256)]))
     bayes = float(np.mean([demo.topic_posterior(t).argmax() == k for k, t in labelled[n_tr:]]))
-    return {"topic_probe_acc": probe, "topic_bayes_acc": bayes, **grammar_checks(samples)}
+    return {"topic_probe_acc": probe(one), "topic_probe_mean_acc": probe(many.mean(1)),
+            "topic_probe_init_acc": init, "topic_bayes_acc": bayes, "probe_chains": chains,
+            "z_within_var": float(many.var(1).mean()), "z_between_var": float(many.mean(1).var(0).mean())}
 
 
 def grammar_checks(samples: list[list[str]]) -> dict:
