@@ -32,11 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from textebm.evaluate import PAPER_TABLE2  # noqa: E402
+from textebm.evaluate import PAPER_TABLE2, PARTS  # noqa: E402
 from textebm.plots import plot_curves  # noqa: E402
 
 KEPT = ("config.json", "summary.json", "eval.json", "eval.md")
-ALL_PARTS = "ppl,nll,latent"
 
 
 def textebm(*args: str, threads: int = 0) -> float:
@@ -71,7 +70,8 @@ def make_row(a: argparse.Namespace) -> Path:
         (dest / "samples_head.txt").write_text("".join(islice(f, 100)), encoding="utf-8")
     row = {"run": str(run), "commands": [["textebm", *ev], ["textebm", *smp]], "threads": a.threads,
            "seconds": seconds}
-    if a.parts != ALL_PARTS and (dest / "row.json").is_file():  # a part added to an earlier row
+    some = {p.strip() for p in a.parts.split(",")} != set(PARTS)
+    if some and (dest / "row.json").is_file():  # a part added to an earlier row
         old = json.loads((dest / "row.json").read_text())
         row = {**old, "commands": old["commands"] + row["commands"],
                "seconds": {**old["seconds"], **{f"{k} ({a.parts})": v for k, v in seconds.items()}}}
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    ap.add_argument("--parts", default=ALL_PARTS, help="evaluate these parts only (ppl, nll, latent); "
+    ap.add_argument("--parts", default=",".join(PARTS), help="evaluate these parts only (ppl, nll, latent); "
                     "the others keep their results")
     a = ap.parse_args()
     if a.table:

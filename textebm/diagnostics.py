@@ -174,6 +174,8 @@ def topic_probes(model: LatentEBM, vocab, seed: int = 0,
         z = z.cpu().double()
         return _probe_accuracy(z[:n_tr], topics[:n_tr], z[n_tr:], topics[n_tr:], len(demo.TOPICS))
 
+    # The one-chain reading draws its own chains, as it did before the other two readings
+    # existed, so that it stays comparable with earlier measurements.
     one = posterior_chains(model, ids, 1, seed).squeeze(1)
     many = posterior_chains(model, ids, chains, seed + 1)
     init = None

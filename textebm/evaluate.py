@@ -52,7 +52,7 @@ class EvalConfig:
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     seed: int = 0
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
-    parts: str = "ppl,nll,latent"   # what to compute; the rest is kept from an existing eval.json
+    parts: str = ",".join(PARTS)    # what to compute; the rest is kept from an existing eval.json
 
     def lms(self) -> list[str]:
         return _names(self.lm, LMS, "--lm")
@@ -125,17 +125,17 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
         done("sampling")
         samples = SampleFile(run_dir / "samples.txt")
+        res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples)
         by_lm = {}
         for lm in lms:
             log(f"FPPL / RPPL under the {lm} judges")
             ppl_cfg = PPLConfig(lm=lm, order=cfg.order,
                                 lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
             by_lm[lm] = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
-            res.update(by_lm[lms[0]])  # the first judge's numbers at the top level, as with one
+            if lm == lms[0]:  # the first judge's numbers at the top level, as with one
+                res.update(by_lm[lm], empty_samples=cfg.num_samples - by_lm[lm]["samples"])
             if len(lms) > 1:
                 res["by_lm"] = by_lm
-            res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples,
-                       empty_samples=cfg.num_samples - res["samples"])
             done(f"ppl_{lm}")
     if "nll" in parts and cfg.nll_sentences >= 0:
         pick = nll_subset(len(test), cfg.nll_sentences, cfg.seed)
