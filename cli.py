@@ -119,7 +119,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per mini-batch."),
           k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (default 200; paper 60)."),
           s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
-          k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (paper 20)."),
+          k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (default 10; paper 20)."),
           s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
           posterior: Optional[str] = typer.Option(None, "--posterior", help="Posterior-chain preset: "
                                                   "paper (Table 5: K1=20, s1=0.1 from N(0,I)), sri, "
