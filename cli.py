@@ -134,12 +134,22 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                         "evaluate; default 0.9, 'paper' preset 1)."),
           noise1: Optional[float] = typer.Option(None, "--noise1", help="Posterior chain noise scale "
                                                  "(1: Langevin; <1 a colder posterior; 0 gradient descent)."),
+          read_schedule: Optional[str] = typer.Option(None, "--read-schedule", help="Step sizes of the "
+                                                      "posterior chain that reads the trained model "
+                                                      "(infer, reconstruct, interpolate), e.g. "
+                                                      "0.2,0.2,0.1; 'none': the training chain's."),
+          read_noise1: Optional[float] = typer.Option(None, "--read-noise1", help="Noise scale of that "
+                                                      "reading chain (default 0 with the default "
+                                                      "preset; 'paper' reads with its training chain)."),
           posterior_init: Optional[str] = typer.Option(None, "--posterior-init", help="Where the posterior "
                                                        "chain starts: noise (N(0,I)), persistent (the "
                                                        "sentence's last z+) or encoder (amortized guess)."),
           prior: Optional[str] = typer.Option(None, "--prior", help="ebm (learned) or gaussian (fixed N(0,I) baseline)."),
           lr_prior: Optional[float] = typer.Option(None, "--lr-prior", help="Adam learning rate of the EBM."),
           lr_decoder: Optional[float] = typer.Option(None, "--lr-decoder", help="Adam learning rate of the decoder."),
+          prior_start: Optional[int] = typer.Option(None, "--prior-start", help="Iterations before "
+                                                    "the EBM starts learning (held at its init, no "
+                                                    "prior chain, until then; 0: from the start)."),
           clip: Optional[float] = typer.Option(None, "--clip", help="Gradient-norm clip of the decoder."),
           seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (data order, chains, init)."),
           eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (0: never)."),
@@ -178,13 +188,15 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         apply_posterior_preset(cfg, posterior)
     cfg = override(cfg, _toml(config))
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
-                     "lr_decoder": lr_decoder, "clip_decoder": clip, "seed": seed,
+                     "lr_decoder": lr_decoder, "prior_start": prior_start, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
                      "compile": compile},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
-                        "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule)},
+                        "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule),
+                        "read_schedule": None if read_schedule is None else parse_schedule(read_schedule),
+                        "read_noise1": read_noise1},
            "prior": {"kind": prior}, "decoder": {"word_dropout": word_dropout}}
     override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
     cfg.train.train_split, cfg.train.max_len, cfg.train.on_long = train_split, max_len, on_long

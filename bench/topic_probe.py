@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpora import demo  # noqa: E402
 from textebm.api import load  # noqa: E402
-from textebm.config import SRI_SCHEDULE  # noqa: E402
+from textebm.config import READ_SCHEDULE, SRI_SCHEDULE  # noqa: E402
 from textebm.diagnostics import recon_nll, topic_probes  # noqa: E402
 
-# name -> (step-size schedule, noise scale, steps K1). `own` is the run's chain; `k20` is the
+# name -> (step-size schedule, noise scale, steps K1). `own` is the run's chain (its reading chain
+# where it has one, as `infer` runs it); `k20` is the
 # default chain before K1 became 10 (recorded as `default` in bench/results/posterior_chain_demo.jsonl).
 CHAINS = {
     "k20": (SRI_SCHEDULE, 0.2, 20),
@@ -43,6 +44,8 @@ CHAINS = {
     "tail": (SRI_SCHEDULE[4:], 0.2, 20),
     "k10": (SRI_SCHEDULE, 0.2, 10),
     "k5": (SRI_SCHEDULE, 0.2, 5),
+    "tail10": (SRI_SCHEDULE[4:], 0.2, 10),
+    "tail10-noise0": (READ_SCHEDULE, 0.0, 10),  # the default reading chain (config.READ_SCHEDULE)
 }
 
 
@@ -68,11 +71,13 @@ def main() -> None:
             if name != "own":
                 sched, lc.noise1, lc.k1 = CHAINS[name]
                 lc.s1_schedule = list(sched)
+                lc.read_schedule, lc.read_noise1 = [], None  # read with this chain
             t = time.time()
             res = topic_probes(tm.model, tm.vocab, a.seed)
             res["nll_tok_posterior_z"] = recon_nll(tm.model, valid, a.seed)
             print(json.dumps({"bench": "topic_probe", "run": str(run), "chain": name,
-                              "schedule": lc.s1_schedule, "noise1": lc.noise1, "k1": lc.k1,
+                              "schedule": lc.posterior_steps(read=True),
+                              "noise1": lc.posterior_noise(read=True), "k1": lc.k1,
                               "prior": cfg.prior.kind, "lr_prior": cfg.train.lr_prior,
                               "seed": cfg.train.seed,
                               "precision": cfg.train.precision_used or cfg.train.precision,

@@ -103,6 +103,37 @@ def test_infer_uses_the_runs_posterior_settings_and_starts_from_the_encoder():
     assert m.infer(x, z0=torch.zeros(2, 4), steps=0)[0].abs().sum() == 0  # warm start is used
 
 
+def test_reading_chain_is_its_own_schedule_and_noise_and_the_api_reads_with_it():
+    """read_schedule/read_noise1 set the chain that `infer(read=True)` and TextEBM.infer run (the
+    same K1 steps from the same start, computed here by `langevin` directly); training keeps the
+    noisy training chain; a config without them (older runs) reads with the training chain."""
+    from corpora.vocab import Vocab
+    from textebm.api import TextEBM
+    from textebm.config import EncoderConfig
+    from textebm.langevin import langevin
+    lc = LangevinConfig(k1=3, s1_schedule=[0.5, 0.2], noise1=0.5, init1="encoder",
+                        read_schedule=[0.3, 0.1], read_noise1=0.0)
+    torch.manual_seed(0)
+    m = LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(vocab_size=12, embed=8,
+                  hidden=8, latent_dim=4, dropout=0.0), lc, EncoderConfig(embed=8, hidden=8)).eval()
+    x = frame([[4, 5, 6], [7, 8]])
+    with torch.no_grad():
+        start = m.encoder(x)
+    want, _ = langevin(lambda z: m.posterior_energy(z, x), start, 3, [0.3, 0.1], noise=0.0)
+    read_a, _ = m.infer(x, read=True, generator=torch.Generator().manual_seed(0))
+    read_b, _ = m.infer(x, read=True, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(read_a, want, atol=1e-6) and torch.equal(read_a, read_b)
+    train_a, _ = m.infer(x, generator=torch.Generator().manual_seed(0))
+    train_b, _ = m.infer(x, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(train_a, train_b)      # the training chain keeps its noise
+    vocab = Vocab.build([["w%d" % i for i in range(8)]])
+    api_z = TextEBM(m, vocab, RunConfig(langevin=lc)).infer([vocab.itos[4:7], vocab.itos[7:9]], seed=5)
+    assert torch.allclose(api_z, want, atol=1e-6)
+    lc.read_schedule, lc.read_noise1 = [], None      # an older run's config
+    old, _ = m.infer(x, read=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(old, train_a)
+
+
 def test_prior_sample_noise_scale():
     # EBM: noise 0 is gradient descent on U0 = E(z) + |z|^2/2 from the same z0 (by hand here).
     m = tiny_model().eval()

@@ -197,3 +197,24 @@ def test_time_budget_counts_training_time_over_resumes(demo, tmp_path, monkeypat
     assert [m["seconds"] for m in lines] == pytest.approx([10, 20, 30, 40, 50, 60])
     s = run(small_cfg(100), demo, tmp_path, resume=True)
     assert s["step"] == 6 and load_run_files(tmp_path)[0].train.time_budget == 1.0
+
+
+def test_prior_start_holds_the_ebm_then_lets_it_learn(demo, tmp_path):
+    """train.prior_start = 3: the EBM keeps its initial weights (and no prior chain runs, so no
+    energies are logged) for 3 iterations, then learns; a resume across that boundary matches an
+    uninterrupted run."""
+    run(small_cfg(3, prior_start=3), demo, tmp_path / "held")
+    run(small_cfg(5, prior_start=3, save_every=2), demo, tmp_path / "a")
+    run(small_cfg(2, prior_start=3, save_every=2), demo, tmp_path / "b")
+    run(small_cfg(5, prior_start=3, save_every=2), demo, tmp_path / "b", resume=True)
+    torch.manual_seed(small_cfg(1).train.seed)
+    init = build_model(load_run_files(tmp_path / "held")[0]).state_dict()
+    held = load_checkpoint(tmp_path / "held")["model"]
+    a, b = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
+    prior_keys = [k for k in held if k.startswith("prior.")]
+    assert prior_keys and all(torch.equal(held[k], init[k]) for k in prior_keys)
+    assert not torch.equal(held["decoder.embed.weight"], init["decoder.embed.weight"])
+    assert all(not torch.equal(a[k], held[k]) for k in prior_keys if k.endswith("weight"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [("e_pos" in m, "z_neg_norm" in m) for m in steps] == [(False, False)] * 3 + [(True, True)] * 2

@@ -264,15 +264,17 @@ class TextEBM:
     # ---- posterior, scores, reconstructions ---------------------------------------------
     def infer(self, sentences: Sequence[str | Sequence[str]], steps: int | None = None,
               seed: int | None = 0, step_size: float | None = None) -> torch.Tensor:
-        """z ~ short-run posterior chain p(z|x) (K1 steps from N(0, I)) for each sentence.
-        -> z: (B, D), in input order. Use `encode` to see which words were unknown."""
+        """z ~ short-run posterior chain p(z|x) for each sentence: the run's reading chain (K1
+        steps of read_schedule at read_noise1 where the run sets them, else its training chain)
+        from the run's start (g(x) or N(0, I)). -> z: (B, D), in input order. Use `encode` to see
+        which words were unknown."""
         return self._infer(self.encode(sentences).ids, steps, seed, step_size)
 
     def _infer(self, ids: list[list[int]], steps, seed, step_size) -> torch.Tensor:
         gen = None if seed is None else _generator(self.device, seed)
         z = torch.empty(len(ids), self.latent_dim, device=self.device)
         for pos, x in self._chunks(ids):
-            z[pos.to(self.device)], _ = self.model.infer(x, steps, step_size, gen)
+            z[pos.to(self.device)], _ = self.model.infer(x, steps, step_size, gen, read=True)
         return z
 
     @torch.no_grad()

@@ -56,14 +56,27 @@ class LangevinConfig:
     noise1: float = 1.0          # posterior chain noise scale; < 1 samples a colder posterior
     init1: str = "noise"         # where the posterior chain starts: noise (N(0,I)), persistent
                                  # (the sentence's last z+), encoder (an amortized guess)
+    # The posterior chain that reads a trained model (infer, reconstruct, interpolate, the topic
+    # probe): its step sizes ([] = the training chain's) and noise (None = noise1), K1 steps from
+    # the same start. Training, the gap, AU, I(x;z) and the NLL keep the training chain: they
+    # need its spread, which a chain without noise does not have.
+    read_schedule: list[float] = field(default_factory=list)
+    read_noise1: float | None = None
 
     def sampling_noise(self) -> float:
         """The prior chain's noise scale for samples (sample, evaluate, validation samples)."""
         return self.noise0 if self.sample_noise0 is None else self.sample_noise0
 
-    def posterior_steps(self) -> float | list[float]:
-        """The posterior chain's step size: the schedule where one is set, else s1."""
+    def posterior_steps(self, read: bool = False) -> float | list[float]:
+        """The posterior chain's step size: the schedule where one is set, else s1. `read`: the
+        reading chain's (read_schedule where set)."""
+        if read and self.read_schedule:
+            return list(self.read_schedule)
         return list(self.s1_schedule) if self.s1_schedule else self.s1
+
+    def posterior_noise(self, read: bool = False) -> float:
+        """The posterior chain's noise scale; `read`: the reading chain's."""
+        return self.read_noise1 if read and self.read_noise1 is not None else self.noise1
 
 
 @dataclass
@@ -90,6 +103,8 @@ class TrainConfig:
     clip_decoder: float = 5.0
     clip_prior: float = 1.0
     energy_reg: float = 0.01  # lambda of lambda*(E(z+)^2 + E(z-)^2) in the prior loss: keeps f bounded
+    prior_start: int = 0      # iterations before the EBM learns: it stays at its init until then,
+                              # and the prior chain (needed only for its update) is not run
     seed: int = 0
     eval_every: int = 1000
     save_every: int = 1000
@@ -124,14 +139,14 @@ class RunConfig:
             raise ValueError(f"prior must be 'ebm' or 'gaussian', got {p.kind!r}")
         if d.latent_dim != p.latent_dim:
             raise ValueError("decoder.latent_dim must equal prior.latent_dim")
-        if min(lc.k0, lc.k1) < 0 or min([lc.s0, lc.s1, *lc.s1_schedule]) <= 0:
+        if min(lc.k0, lc.k1) < 0 or min([lc.s0, lc.s1, *lc.s1_schedule, *lc.read_schedule]) <= 0:
             raise ValueError("Langevin steps must be >= 0 and step sizes > 0")
-        if min(lc.noise0, lc.noise1, lc.sampling_noise()) < 0:
+        if min(lc.noise0, lc.noise1, lc.sampling_noise(), lc.posterior_noise(read=True)) < 0:
             raise ValueError("Langevin noise scales must be >= 0")
         if lc.init1 not in INIT1:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
-        if t.batch_size < 1 or t.max_steps < 0:
-            raise ValueError("batch size must be >= 1 and max steps >= 0")
+        if t.batch_size < 1 or t.max_steps < 0 or t.prior_start < 0:
+            raise ValueError("batch size must be >= 1 and max steps, prior start >= 0")
         if t.time_budget is not None and t.time_budget <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if t.precision not in PRECISIONS:
@@ -169,13 +184,20 @@ SAMPLE_NOISE = 0.9
 # fewer seconds per run; on PTB (500 iterations) its samples were better too (5-gram FPPL 889
 # against 1299 at K1 = 20 and 996 for `paper`; README "Latent use", K1 and PTB tables).
 POSTERIOR_STEPS = 10
+# Reading a trained model is not training it: from g(x), the schedule's small steps without noise
+# fit the posterior better than the training chain's large early steps, which overshoot (on the
+# four K1 = 10 demo seeds: NLL/token at the chain's z lower on all four, single-chain topic probe
+# 97.4/76.4/89.6/94.2% against 93.4/58.8/65.8/77.8%; README "Latent use"). Training needs the
+# large steps (small-step training collapsed the posterior means onto each other).
+READ_SCHEDULE = SRI_SCHEDULE[4:]
 POSTERIOR_PRESETS: dict[str, dict] = {
     "paper": {"k1": 20, "s1": 0.1, "s1_schedule": [], "noise1": 1.0, "init1": "noise",
-              "k0": 60, "sample_noise0": None},
+              "k0": 60, "sample_noise0": None, "read_schedule": [], "read_noise1": None},
     "sri": {"k1": 20, "s1": 0.05, "s1_schedule": SRI_SCHEDULE, "noise1": 0.2, "init1": "noise",
-            "k0": PRIOR_STEPS, "sample_noise0": SAMPLE_NOISE},
+            "k0": PRIOR_STEPS, "sample_noise0": SAMPLE_NOISE, "read_schedule": [], "read_noise1": None},
     "encoder": {"k1": POSTERIOR_STEPS, "s1": 0.05, "s1_schedule": SRI_SCHEDULE, "noise1": 0.2, "init1": "encoder",
-                "k0": PRIOR_STEPS, "sample_noise0": SAMPLE_NOISE},
+                "k0": PRIOR_STEPS, "sample_noise0": SAMPLE_NOISE, "read_schedule": READ_SCHEDULE,
+                "read_noise1": 0.0},
 }
 DEFAULT_POSTERIOR = "encoder"
 

@@ -55,13 +55,14 @@ def recon_nll(model: LatentEBM, sents: list[list[int]], seed: int, infer: bool =
 
 
 def posterior_chains(model: LatentEBM, sents: list[list[int]], chains: int, seed: int,
-                     steps: int | None = None, batch_size: int = 64) -> torch.Tensor:
-    """End points of `chains` independent posterior chains per sentence: (N, C, D), input order."""
+                     steps: int | None = None, batch_size: int = 64, read: bool = False) -> torch.Tensor:
+    """End points of `chains` independent posterior chains per sentence: (N, C, D), input order.
+    `read`: the run's reading chain (LatentEBM.infer) instead of its training chain."""
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     out = torch.empty(len(sents), chains, model.latent_dim, device=model.device)
     for ix, x in _batches(model, sents, max(1, batch_size // chains), chains):
-        z, _ = model.infer(x.repeat_interleave(chains, 0), steps=steps, generator=gen)
+        z, _ = model.infer(x.repeat_interleave(chains, 0), steps=steps, generator=gen, read=read)
         out[torch.as_tensor(ix, device=model.device)] = z.view(len(ix), chains, -1)
     return out
 
@@ -159,8 +160,8 @@ def demo_report(model: LatentEBM, vocab, samples: list[list[str]], seed: int = 0
 
 def topic_probes(model: LatentEBM, vocab, seed: int = 0,
                  probe_sentences: tuple[int, int] = (1000, 500), chains: int = PROBE_CHAINS) -> dict:
-    """Topic probe accuracies on fresh demo sentences from z of one posterior chain
-    (`topic_probe_acc`), from the mean of `chains` chains (`topic_probe_mean_acc`) and from the
+    """Topic probe accuracies on fresh demo sentences from z of one posterior chain, the run's
+    reading chain as `infer` runs it (`topic_probe_acc`), from the mean of `chains` chains (`topic_probe_mean_acc`) and from the
     amortized start g(x) (`topic_probe_init_acc`, None without an encoder); the Bayes accuracy;
     and the chains' scatter against the spread of the posterior means (`z_within_var`,
     `z_between_var`: per-dimension variances averaged over dimensions)."""
@@ -176,8 +177,8 @@ def topic_probes(model: LatentEBM, vocab, seed: int = 0,
 
     # The one-chain reading draws its own chains, as it did before the other two readings
     # existed, so that it stays comparable with earlier measurements.
-    one = posterior_chains(model, ids, 1, seed).squeeze(1)
-    many = posterior_chains(model, ids, chains, seed + 1)
+    one = posterior_chains(model, ids, 1, seed, read=True).squeeze(1)
+    many = posterior_chains(model, ids, chains, seed + 1, read=True)
     init = None
     if model.encoder is not None:
         with torch.no_grad():

@@ -115,16 +115,18 @@ class LatentEBM(nn.Module):
     def infer(self, x: torch.Tensor, steps: int | None = None,
               step_size: float | list[float] | None = None,
               generator: torch.Generator | None = None, z0: torch.Tensor | None = None,
-              **trace) -> tuple[torch.Tensor, dict]:
+              read: bool = False, **trace) -> tuple[torch.Tensor, dict]:
         """z ~ short-run posterior chain p(z|x) with the run's settings (K1 steps, step size or
         schedule, noise scale) from z0 (default: `chain_start`). x: (B, T) -> z: (B, D).
+        `read`: the chain that reads a trained model (read_schedule, read_noise1) instead of the
+        training chain.
 
         The decoder runs without dropout inside the chain (the chain targets the model's
         posterior, not a randomly thinned one); the caller's train/eval mode is restored.
         """
         cfg = self.langevin_cfg
         steps = cfg.k1 if steps is None else steps
-        step_size = cfg.posterior_steps() if step_size is None else step_size
+        step_size = cfg.posterior_steps(read) if step_size is None else step_size
         was_training = self.training
         self.eval()
         try:
@@ -132,6 +134,6 @@ class LatentEBM(nn.Module):
                 z0 = self.chain_start(x, generator)
             with frozen(self):
                 return langevin(lambda z: self.posterior_energy(z, x), z0, steps, step_size,
-                                generator, noise=cfg.noise1, **trace)
+                                generator, noise=cfg.posterior_noise(read), **trace)
         finally:
             self.train(was_training)

@@ -41,13 +41,17 @@ def plot_curves(metrics: Path, png: Path) -> Path:
                        "x--", label="valid, z ~ N(0, I)")
     ax[0].set(title="decoder NLL per token (nats)", xlabel="step")
     ax[0].legend()
-    if "gap" in steps[0]:
-        ax[1].plot(xs, _smooth([m["e_pos"] for m in steps], w), label="E(z+) posterior")
-        ax[1].plot(xs, _smooth([m["e_neg"] for m in steps], w), label="E(z-) prior")
+    # The prior's curves start where the EBM starts learning (train.prior_start).
+    learned = [m for m in steps if "gap" in m]
+    if learned:
+        lx = [m["step"] for m in learned]
+        ax[1].plot(lx, _smooth([m["e_pos"] for m in learned], w), label="E(z+) posterior")
+        ax[1].plot(lx, _smooth([m["e_neg"] for m in learned], w), label="E(z-) prior")
         ax[1].legend()
     ax[1].set(title="energy E(z) = -f(z)", xlabel="step")
     ax[2].plot(xs, _smooth([m["z_pos_norm"] for m in steps], w), label="|z+|")
-    ax[2].plot(xs, _smooth([m["z_neg_norm"] for m in steps], w), label="|z-|")
+    neg = [m for m in steps if "z_neg_norm" in m]
+    ax[2].plot([m["step"] for m in neg], _smooth([m["z_neg_norm"] for m in neg], w), label="|z-|")
     ax[2].set(title="latent norms", xlabel="step")
     ax[2].legend()
     fig.tight_layout()

@@ -72,12 +72,15 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: 
 
 
 def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
-               z0: torch.Tensor | None = None, sync=None) -> tuple[dict, torch.Tensor]:
+               z0: torch.Tensor | None = None, sync=None, learn_prior: bool = True
+               ) -> tuple[dict, torch.Tensor]:
     """One iteration of Algorithm 1 on x: (B, T), the posterior chain started at z0: (B, D) if
     given (persistent chains). `sync(params)`: sums gradients over data-parallel ranks
-    (textebm.distributed). Returns floats for logging and z+: (B, D)."""
+    (textebm.distributed). `learn_prior=False` skips steps 1 and 4 (train.prior_start). Returns
+    floats for logging and z+: (B, D)."""
     tc = cfg.train
-    z_neg, _ = model.sample_prior(x.size(0))
+    learn_prior = learn_prior and model.prior is not None
+    z_neg = model.sample_prior(x.size(0))[0] if learn_prior else None
     z_pos, _ = model.infer(x, z0=z0)
 
     model.train()
@@ -86,7 +89,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
     # Logged values stay on the device until one transfer at the end (one host sync per step).
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
-    if model.prior is not None:
+    if learn_prior:
         en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
         e_pos, e_neg = en_pos.mean(), en_neg.mean()
         loss_prior = e_pos - e_neg
@@ -101,7 +104,8 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
         _update(opts["encoder"], loss_enc, list(model.encoder.parameters()), None, sync)
         logs["init_err"] = loss_enc.detach()
     logs["z_pos_norm"] = z_pos.norm(dim=-1).mean()
-    logs["z_neg_norm"] = z_neg.norm(dim=-1).mean()
+    if z_neg is not None:
+        logs["z_neg_norm"] = z_neg.norm(dim=-1).mean()
     out = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist()))
     return out, z_pos
 
@@ -239,7 +243,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             x = frame([train_ids[i] for i in mine]).to(setup.device)
             rows = torch.as_tensor(mine, device=setup.device)
             metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
-                                        sync)
+                                        sync, learn_prior=step >= t.prior_start)
             if bank is not None:
                 bank[rows] = z_pos
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
