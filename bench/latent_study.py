@@ -87,6 +87,8 @@ COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "st
            ("sample_noise", "sample noise", "{}"),
            ("impossible_share", "impossible", "{:.1%}"),
            ("samples_exact_nll_tok", "samples NLL/tok", "{:.3f}"),
+           ("posterior_impossible_share", "impossible from posterior z", "{:.1%}"),
+           ("posterior_samples_exact_nll_tok", "NLL/tok from posterior z", "{:.3f}"),
            ("fppl5", "FPPL-5", "{:.1f}"), ("rppl5", "RPPL-5", "{:.1f}"),
            ("trace_changed", "chains change 0→100", "{:.0%}"),
            ("train_seconds", "train s", "{:.0f}")]

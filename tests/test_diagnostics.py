@@ -96,3 +96,30 @@ def test_topic_probe_readings_line_up_sentence_by_sentence():
     m.langevin_cfg.init1 = "noise"
     r = topic_probes(m, vocab, seed=0, probe_sentences=(300, 200), chains=3)
     assert r["topic_probe_init_acc"] is None and r["z_within_var"] > 1e-3
+
+
+def test_posterior_decodes_decode_from_posterior_z_and_score_against_the_grammar(monkeypatch):
+    """A decoder that returns the very sentence whose posterior z it is given (looked up by z) has
+    no impossible output and the fresh sentences' exact NLL/token; a decoder that ignores z and
+    emits one broken sentence is impossible every time."""
+    from corpora.batching import frame
+    from textebm.diagnostics import posterior_decodes
+    fresh = [t for _, t in demo.generate(40, seed=20_000)]
+    vocab = Vocab.build(fresh)
+    torch.manual_seed(0)
+    m = LatentEBM(PriorConfig(latent_dim=4, hidden=8), DecoderConfig(vocab_size=len(vocab), embed=8,
+                  hidden=8, latent_dim=4, dropout=0.0), LangevinConfig(k1=2))
+    ids = [vocab.encode(t) for t in fresh]
+    z_post = posterior_chains(m, ids, 1, 2).squeeze(1)
+    table = frame(ids)
+
+    def by_z(z, max_len, generator):  # the sentence whose posterior z this is
+        return table[torch.cdist(z, z_post).argmin(1)]
+    monkeypatch.setattr(m.decoder, "generate", by_z)
+    got = posterior_decodes(m, vocab, seed=0, n=40)
+    nll, tokens = demo.true_nll(fresh)
+    assert got["posterior_impossible_share"] == 0.0
+    assert got["posterior_samples_exact_nll_tok"] == pytest.approx(nll / tokens, rel=1e-9)
+    broken = frame([vocab.encode(["chef", "the", "."])])
+    monkeypatch.setattr(m.decoder, "generate", lambda z, max_len, generator: broken.expand(z.size(0), -1))
+    assert posterior_decodes(m, vocab, seed=0, n=40)["posterior_impossible_share"] == 1.0

@@ -34,7 +34,8 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     assert res["sample_noise"] == SAMPLE_NOISE
     lat = res["latent"]
     for k in ("gap_nats_tok", "active_units", "mutual_info", "topic_probe_acc",
-              "impossible_share", "samples_exact_nll_tok"):
+              "impossible_share", "samples_exact_nll_tok", "posterior_impossible_share",
+              "posterior_samples_exact_nll_tok"):
         assert k in lat, k
     assert 0 <= lat["impossible_share"] <= 1 and lat["mutual_info"] <= lat["mutual_info_max"] + 1e-9
     assert "| paper" not in (run / "eval.md").read_text()  # demo has no paper row

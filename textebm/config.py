@@ -105,6 +105,7 @@ class TrainConfig:
     energy_reg: float = 0.01  # lambda of lambda*(E(z+)^2 + E(z-)^2) in the prior loss: keeps f bounded
     prior_start: int = 0      # iterations before the EBM learns: it stays at its init until then,
                               # and the prior chain (needed only for its update) is not run
+    lr_final: float = 1.0     # every learning rate falls linearly to lr_final x its value at max_steps
     seed: int = 0
     eval_every: int = 1000
     save_every: int = 1000
@@ -153,7 +154,7 @@ class RunConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):
             raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
-        if min(t.lr_prior, t.lr_decoder) < 0 or not 0 <= d.dropout < 1 or not 0 <= d.word_dropout < 1:
+        if min(t.lr_prior, t.lr_decoder, t.lr_final) < 0 or not 0 <= d.dropout < 1 or not 0 <= d.word_dropout < 1:
             raise ValueError("learning rates must be >= 0 and dropout, word dropout in [0, 1)")
         return self
 

@@ -59,6 +59,20 @@ def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.O
     return opts
 
 
+def base_lrs(cfg: RunConfig) -> dict[str, float]:
+    return {"decoder": cfg.train.lr_decoder, "prior": cfg.train.lr_prior, "encoder": cfg.encoder.lr}
+
+
+def set_lrs(opts: dict, base: dict[str, float], step: int, cfg: RunConfig) -> None:
+    """Linear decay from the base rates at step 0 to lr_final x them at max_steps: a function of
+    the step alone, so a resume to the same max_steps continues the same schedule."""
+    t = cfg.train
+    frac = 1.0 - (1.0 - t.lr_final) * min(step / max(t.max_steps, 1), 1.0)
+    for k, o in opts.items():
+        for g in o.param_groups:
+            g["lr"] = base[k] * frac
+
+
 def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: float | None,
             sync=None) -> None:
     """One optimizer step on `loss`; `sync(params)` combines gradients over ranks first."""
@@ -186,6 +200,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
     model.compile_prior = t.compile
     opts = make_optimizers(model, cfg)
+    lrs = base_lrs(cfg)
     step, seconds_before = 0, 0.0
     if setup.resume:
         payload = load_checkpoint(out, map_location=setup.device)
@@ -242,6 +257,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                     partial(sum_gradients, weight=len(mine) / len(ix), ranks=ranks))
             x = frame([train_ids[i] for i in mine]).to(setup.device)
             rows = torch.as_tensor(mine, device=setup.device)
+            if t.lr_final != 1.0:
+                set_lrs(opts, lrs, step, cfg)
             metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
                                         sync, learn_prior=step >= t.prior_start)
             if bank is not None:
