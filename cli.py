@@ -147,6 +147,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           prior: Optional[str] = typer.Option(None, "--prior", help="ebm (learned) or gaussian (fixed N(0,I) baseline)."),
           lr_prior: Optional[float] = typer.Option(None, "--lr-prior", help="Adam learning rate of the EBM."),
           lr_decoder: Optional[float] = typer.Option(None, "--lr-decoder", help="Adam learning rate of the decoder."),
+          lr_final: Optional[float] = typer.Option(None, "--lr-final", help="Every learning rate "
+                                                 "falls linearly to this multiple of itself at "
+                                                 "--max-steps (1: constant)."),
           prior_start: Optional[int] = typer.Option(None, "--prior-start", help="Iterations before "
                                                     "the EBM starts learning (held at its init, no "
                                                     "prior chain, until then; 0: from the start)."),
@@ -188,7 +191,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         apply_posterior_preset(cfg, posterior)
     cfg = override(cfg, _toml(config))
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
-                     "lr_decoder": lr_decoder, "prior_start": prior_start, "clip_decoder": clip, "seed": seed,
+                     "lr_decoder": lr_decoder, "prior_start": prior_start, "lr_final": lr_final, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
                      "compile": compile},

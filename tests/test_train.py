@@ -218,3 +218,18 @@ def test_prior_start_holds_the_ebm_then_lets_it_learn(demo, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [("e_pos" in m, "z_neg_norm" in m) for m in steps] == [(False, False)] * 3 + [(True, True)] * 2
+
+
+def test_lr_final_decays_every_learning_rate_linearly(demo, tmp_path):
+    """lr_final = 0.1 over 10 steps: the optimisers saved after step 10 last stepped at step 9,
+    i.e. at 1 - 0.9 * 9/10 = 0.19 of each base rate; lr_final = 1 leaves the rates alone."""
+    cfg = small_cfg(10, lr_final=0.1)
+    cfg.langevin.init1 = "encoder"
+    run(cfg, demo, tmp_path / "decay")
+    run(small_cfg(10), demo, tmp_path / "flat")
+    opt = load_checkpoint(tmp_path / "decay")["optimizers"]
+    base = {"decoder": cfg.train.lr_decoder, "prior": cfg.train.lr_prior, "encoder": cfg.encoder.lr}
+    for k, lr in base.items():
+        assert opt[k]["param_groups"][0]["lr"] == pytest.approx(0.19 * lr), k
+    flat = load_checkpoint(tmp_path / "flat")["optimizers"]
+    assert flat["decoder"]["param_groups"][0]["lr"] == cfg.train.lr_decoder
