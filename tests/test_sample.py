@@ -177,7 +177,17 @@ def test_infer_is_seeded_and_ordered(m, demo):
     sents = _train_sentences(demo, 5)
     z = m.infer(sents, seed=0)
     assert z.shape == (5, 32) and torch.equal(z, m.infer(sents, seed=0))
-    assert not torch.equal(z, m.infer(sents, seed=1))
+    # The default reading chain has no noise: the seed does not matter, the order does.
+    assert torch.equal(z, m.infer(sents, seed=1))
+    assert torch.allclose(z.flip(0), m.infer(sents[::-1], seed=0), atol=1e-5)
+    lc = m.model.langevin_cfg
+    saved = lc.read_noise1
+    try:
+        lc.read_noise1 = 0.2  # a reading chain with noise is seeded
+        assert torch.equal(m.infer(sents, seed=0), m.infer(sents, seed=0))
+        assert not torch.equal(m.infer(sents, seed=0), m.infer(sents, seed=1))
+    finally:
+        lc.read_noise1 = saved
 
 
 def test_unknown_words_map_to_unk_and_are_counted(m):
