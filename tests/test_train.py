@@ -218,6 +218,12 @@ def test_prior_start_holds_the_ebm_then_lets_it_learn(demo, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [("e_pos" in m, "z_neg_norm" in m) for m in steps] == [(False, False)] * 3 + [(True, True)] * 2
+    # A Gaussian prior still draws (and logs) its z- every step after the start, as before the option.
+    g = small_cfg(3)
+    g.prior.kind = "gaussian"
+    run(g, demo, tmp_path / "gauss")
+    lines = [json.loads(l) for l in (tmp_path / "gauss" / "metrics.jsonl").read_text().splitlines()]
+    assert all("z_neg_norm" in m and "e_pos" not in m for m in lines)
 
 
 def test_lr_final_decays_every_learning_rate_linearly(demo, tmp_path):

@@ -93,7 +93,8 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     (textebm.distributed). `learn_prior=False` skips steps 1 and 4 (train.prior_start). Returns
     floats for logging and z+: (B, D)."""
     tc = cfg.train
-    learn_prior = learn_prior and model.prior is not None
+    # The Gaussian prior learns nothing, but its z- are still drawn (and logged), as they always
+    # were: the random stream, and so a Gaussian run, stays what it was before prior_start.
     z_neg = model.sample_prior(x.size(0))[0] if learn_prior else None
     z_pos, _ = model.infer(x, z0=z0)
 
@@ -103,7 +104,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
     # Logged values stay on the device until one transfer at the end (one host sync per step).
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
-    if learn_prior:
+    if learn_prior and model.prior is not None:
         en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
         e_pos, e_neg = en_pos.mean(), en_neg.mean()
         loss_prior = e_pos - e_neg
