@@ -60,6 +60,7 @@ def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.O
 
 
 def base_lrs(cfg: RunConfig) -> dict[str, float]:
+    """Each optimizer's configured learning rate (what `set_lrs` decays from)."""
     return {"decoder": cfg.train.lr_decoder, "prior": cfg.train.lr_prior, "encoder": cfg.encoder.lr}
 
 
