@@ -48,26 +48,26 @@ def build_model(cfg: RunConfig) -> LatentEBM:
     return LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
 
 
-def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.Optimizer]:
-    t = cfg.train
-    betas = (t.beta1, t.beta2)
-    opts = {"decoder": torch.optim.Adam(model.decoder.parameters(), lr=t.lr_decoder, betas=betas)}
-    if model.prior is not None:
-        opts["prior"] = torch.optim.Adam(model.prior.parameters(), lr=t.lr_prior, betas=betas)
-    if model.encoder is not None:
-        opts["encoder"] = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder.lr)
-    return opts
-
-
 def base_lrs(cfg: RunConfig) -> dict[str, float]:
-    """Each optimizer's configured learning rate (what `set_lrs` decays from)."""
+    """Each optimizer's configured learning rate: what it starts at and `set_lrs` decays from."""
     return {"decoder": cfg.train.lr_decoder, "prior": cfg.train.lr_prior, "encoder": cfg.encoder.lr}
 
 
-def set_lrs(opts: dict, base: dict[str, float], step: int, cfg: RunConfig) -> None:
+def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.Optimizer]:
+    t, lr = cfg.train, base_lrs(cfg)
+    betas = (t.beta1, t.beta2)
+    opts = {"decoder": torch.optim.Adam(model.decoder.parameters(), lr=lr["decoder"], betas=betas)}
+    if model.prior is not None:
+        opts["prior"] = torch.optim.Adam(model.prior.parameters(), lr=lr["prior"], betas=betas)
+    if model.encoder is not None:
+        opts["encoder"] = torch.optim.Adam(model.encoder.parameters(), lr=lr["encoder"])
+    return opts
+
+
+def set_lrs(opts: dict, step: int, cfg: RunConfig) -> None:
     """Linear decay from the base rates at step 0 to lr_final x them at max_steps: a function of
     the step alone, so a resume to the same max_steps continues the same schedule."""
-    t = cfg.train
+    t, base = cfg.train, base_lrs(cfg)
     frac = 1.0 - (1.0 - t.lr_final) * min(step / max(t.max_steps, 1), 1.0)
     for k, o in opts.items():
         for g in o.param_groups:
@@ -202,7 +202,6 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
     model.compile_prior = t.compile
     opts = make_optimizers(model, cfg)
-    lrs = base_lrs(cfg)
     step, seconds_before = 0, 0.0
     if setup.resume:
         payload = load_checkpoint(out, map_location=setup.device)
@@ -260,7 +259,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             x = frame([train_ids[i] for i in mine]).to(setup.device)
             rows = torch.as_tensor(mine, device=setup.device)
             if t.lr_final != 1.0:
-                set_lrs(opts, lrs, step, cfg)
+                set_lrs(opts, step, cfg)
             metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
                                         sync, learn_prior=step >= t.prior_start)
             if bank is not None:
