@@ -183,7 +183,8 @@ def topic_probes(model: LatentEBM, vocab, seed: int = 0,
                  probe_sentences: tuple[int, int] = (1000, 500), chains: int = PROBE_CHAINS) -> dict:
     """Topic probe accuracies on fresh demo sentences from z of one posterior chain (the run's
     reading chain, as `infer` runs it; `topic_probe_acc`), from the mean of `chains` such chains
-    (`topic_probe_mean_acc`) and from the amortized start g(x) (`topic_probe_init_acc`, None without an encoder); the Bayes accuracy;
+    (`topic_probe_mean_acc`) and from the amortized start g(x) (`topic_probe_init_acc`, None
+    without an encoder); the Bayes accuracy;
     and the chains' scatter against the spread of the posterior means (`z_within_var`,
     `z_between_var`: per-dimension variances averaged over dimensions)."""
     from corpora import demo
