@@ -239,3 +239,37 @@ def test_lr_final_decays_every_learning_rate_linearly(demo, tmp_path):
         assert opt[k]["param_groups"][0]["lr"] == pytest.approx(0.19 * lr), k
     flat = load_checkpoint(tmp_path / "flat")["optimizers"]
     assert flat["decoder"]["param_groups"][0]["lr"] == cfg.train.lr_decoder
+
+
+def test_ema_averages_the_weights_without_changing_training(demo, tmp_path):
+    """train.ema = 0.6 over 3 steps: the run's own weights are those of the same run without an
+    average, and the average is the recurrence of textebm.ema replayed on the 1-, 2- and 3-step
+    runs' weights (decays min(0.6, (1+k)/(10+k)) = 0.18, 0.25, 0.31); load() reads the average, or
+    the last weights with average=False; a resume continues the average exactly."""
+    from textebm.api import load
+    from textebm.ema import ema_decay
+
+    for n in (1, 2, 3):
+        run(small_cfg(n), demo, tmp_path / f"plain{n}")
+    run(small_cfg(3, ema=0.6), demo, tmp_path / "ema")
+    plain = [load_checkpoint(tmp_path / f"plain{n}")["model"] for n in (1, 2, 3)]
+    got = load_checkpoint(tmp_path / "ema")
+    assert all(torch.equal(got["model"][k], plain[2][k]) for k in plain[2])
+    torch.manual_seed(small_cfg(1).train.seed)
+    expect = build_model(load_run_files(tmp_path / "ema")[0]).state_dict()
+    assert [round(ema_decay(0.6, k), 2) for k in (1, 2, 3)] == [0.18, 0.25, 0.31]
+    for k, w in enumerate(plain, start=1):
+        d = ema_decay(0.6, k)
+        expect = {n: d * v + (1 - d) * w[n] if v.is_floating_point() else w[n] for n, v in expect.items()}
+    w = "decoder.out.weight" if "decoder.out.weight" in expect else next(iter(expect))
+    for n in expect:
+        assert torch.allclose(got["ema"][n], expect[n], atol=1e-6), n
+    assert not torch.allclose(got["ema"][w], got["model"][w])
+    avg, last = load(tmp_path / "ema"), load(tmp_path / "ema", average=False)
+    assert torch.equal(avg.model.state_dict()[w], got["ema"][w])
+    assert torch.equal(last.model.state_dict()[w], got["model"][w])
+    # Resume: 2 steps, then on to 3, equals the uninterrupted run, average included.
+    run(small_cfg(2, ema=0.6, save_every=2), demo, tmp_path / "resumed")
+    run(small_cfg(3, ema=0.6, save_every=2), demo, tmp_path / "resumed", resume=True)
+    again = load_checkpoint(tmp_path / "resumed")
+    assert all(torch.equal(again["ema"][n], got["ema"][n]) for n in got["ema"])

@@ -25,6 +25,7 @@ from corpora.preprocess import normalise
 from corpora.subword import run_tokenizer
 from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
 from textebm.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, load_run_files
+from textebm.ema import EMA_KEY
 from textebm.config import RunConfig
 from textebm.model import LatentEBM
 from textebm.precision import DTYPES, resolve as resolve_precision
@@ -333,9 +334,10 @@ class TextEBM:
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
-         compile: bool = False) -> TextEBM:
+         compile: bool = False, average: bool = True) -> TextEBM:
     """Load a run folder (config.json, vocab.txt, checkpoint.pt; weights only, no pickles).
-    A path to checkpoint.pt itself also works. `precision`: fp32, bf16 or auto for the decoder's
+    A path to checkpoint.pt itself also works. `average`: read the run with its weight average
+    where it kept one (train.ema > 0, textebm.ema); False: with its last weights. `precision`: fp32, bf16 or auto for the decoder's
     compute (textebm.precision); `TextEBM.precision` says what was picked. `compile`: run the
     prior chain compiled (textebm.langevin.CompiledChain). Raises CheckpointError for a missing,
     corrupted or mismatched run."""
@@ -345,6 +347,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
     cfg, vocab = load_run_files(run_dir)
     payload = load_checkpoint(run_dir, map_location=device)
     state = payload.get("model") if isinstance(payload, dict) else None
+    if average and isinstance(payload, dict) and isinstance(payload.get(EMA_KEY), dict):
+        state = payload[EMA_KEY]
     if not isinstance(state, dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT} holds no model weights")
     model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)

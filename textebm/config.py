@@ -106,6 +106,8 @@ class TrainConfig:
     prior_start: int = 0      # iterations before the EBM learns: it stays at its init until then,
                               # and the prior chain (needed only for its update) is not run
     lr_final: float = 1.0     # every learning rate falls linearly to lr_final x its value at max_steps
+    ema: float = 0.0          # decay of an average of the weights that a trained run is read with
+                              # (textebm.ema); 0: none, the run is read with its last weights
     seed: int = 0
     eval_every: int = 1000
     save_every: int = 1000
@@ -154,6 +156,8 @@ class RunConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         if t.tokenizer not in ("word", "spm"):
             raise ValueError(f"tokenizer must be 'word' or 'spm', got {t.tokenizer!r}")
+        if not 0 <= t.ema < 1:
+            raise ValueError(f"ema (the weight average's decay) must be in [0, 1), got {t.ema}")
         if min(t.lr_prior, t.lr_decoder, t.lr_final) < 0 or not 0 <= d.dropout < 1 or not 0 <= d.word_dropout < 1:
             raise ValueError("learning rates must be >= 0 and dropout, word dropout in [0, 1)")
         return self

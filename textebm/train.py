@@ -34,6 +34,7 @@ from textebm.checkpoint import (CONFIG, load_checkpoint, load_run_files, restore
                                 save_checkpoint, save_run_files, write_json)
 from textebm.config import RunConfig
 from textebm.diagnostics import latent_use
+from textebm.ema import EMA_KEY, ema_init, ema_update
 from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
 from textebm.model import LatentEBM
@@ -225,6 +226,9 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             gen = torch.Generator(device=setup.device).manual_seed(t.seed + 3)
             bank = init_z(len(train_ids), model.latent_dim, setup.device, gen, model.dtype)
     extra = {"bank": bank} if bank is not None else {}
+    # The weight average (train.ema) is saved beside the weights; a resume continues it.
+    if t.ema:
+        extra[EMA_KEY] = payload[EMA_KEY] if setup.resume and EMA_KEY in payload else ema_init(model)
     budget_s = math.inf if t.time_budget is None else 60 * t.time_budget
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
@@ -271,6 +275,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                     f"is in {out}. Lower the prior step size (--s0), the posterior step size "
                     f"(--s1) or the learning rates (--lr-prior, --lr-decoder), then --resume.")
             step += 1
+            if t.ema:
+                ema_update(extra[EMA_KEY], model, t.ema, step)
             ntok = int(scored_tokens(x).sum())
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
