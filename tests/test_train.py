@@ -273,3 +273,21 @@ def test_ema_averages_the_weights_without_changing_training(demo, tmp_path):
     run(small_cfg(3, ema=0.6, save_every=2), demo, tmp_path / "resumed", resume=True)
     again = load_checkpoint(tmp_path / "resumed")
     assert all(torch.equal(again["ema"][n], got["ema"][n]) for n in got["ema"])
+
+
+def test_prior_updates_repeat_the_ebm_step_against_fresh_chains(demo, tmp_path):
+    """train.prior_updates = 3: the EBM's optimiser steps 3 times per iteration (the decoder's
+    once), and the EBM ends elsewhere than with one update; the decoder's first step, taken
+    before any EBM update, is the same in both runs."""
+    run(small_cfg(2, prior_updates=3), demo, tmp_path / "three")
+    run(small_cfg(2), demo, tmp_path / "one")
+    run(small_cfg(1, prior_updates=3), demo, tmp_path / "three1")
+    run(small_cfg(1), demo, tmp_path / "one1")
+    three, one = load_checkpoint(tmp_path / "three"), load_checkpoint(tmp_path / "one")
+    steps = lambda p, k: int(p["optimizers"][k]["state"][0]["step"])  # noqa: E731
+    assert (steps(three, "prior"), steps(three, "decoder")) == (6, 2)
+    assert (steps(one, "prior"), steps(one, "decoder")) == (2, 2)
+    assert not torch.equal(three["model"]["prior.net.0.weight"], one["model"]["prior.net.0.weight"])
+    a, b = load_checkpoint(tmp_path / "three1")["model"], load_checkpoint(tmp_path / "one1")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("prior."))

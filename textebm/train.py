@@ -6,7 +6,8 @@ Per iteration, for a mini-batch x (PROTOCOL.md §3):
      z+ (init1 = persistent) or an amortized guess g(x) (init1 = encoder));
   3. decoder step: minimise -mean_i log p_beta(x_i | z+_i);
   4. prior step:   minimise mean_i E(z+_i) - mean_i E(z-_i) (the negative of eq. 10's update),
-     which raises f_alpha where the posterior puts z and lowers it where the prior wanders;
+     which raises f_alpha where the posterior puts z and lowers it where the prior wanders
+     (train.prior_updates > 1: repeated against fresh prior chains, with the same z+);
   5. (init1 = encoder) initializer step: minimise mean_i ||g(x_i) - z+_i||^2.
 """
 from __future__ import annotations
@@ -106,7 +107,9 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
     # Logged values stay on the device until one transfer at the end (one host sync per step).
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
-    if learn_prior and model.prior is not None:
+    for i in range(tc.prior_updates if learn_prior and model.prior is not None else 0):
+        if i:  # each further update of the same z+ against a fresh prior chain
+            z_neg = model.sample_prior(x.size(0))[0]
         en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
         e_pos, e_neg = en_pos.mean(), en_neg.mean()
         loss_prior = e_pos - e_neg
@@ -115,7 +118,8 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
             # bound and the energies blow up (measured: |E| ~ 1e6 within 700 steps at lr 1e-3).
             loss_prior = loss_prior + tc.energy_reg * (en_pos.pow(2).mean() + en_neg.pow(2).mean())
         _update(opts["prior"], loss_prior, list(model.prior.parameters()), tc.clip_prior, sync)
-        logs.update(e_pos=e_pos.detach(), e_neg=e_neg.detach(), gap=(e_pos - e_neg).detach())
+        if not i:  # the energies logged are those of the iteration's first prior update
+            logs.update(e_pos=e_pos.detach(), e_neg=e_neg.detach(), gap=(e_pos - e_neg).detach())
     if model.encoder is not None:
         loss_enc = (model.encoder(x) - z_pos).pow(2).sum(-1).mean()
         _update(opts["encoder"], loss_enc, list(model.encoder.parameters()), None, sync)
