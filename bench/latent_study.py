@@ -60,11 +60,12 @@ def build_config(corpus: str, setting: str, prior: str, max_steps: int | None, e
 
 
 def measure(run_dir: Path, corpus, n_samples: int, eval_sentences: int, seed: int = 0,
-            noise: float | None = None) -> dict:
+            noise: float | None = None, average: bool = True) -> dict:
     """`textebm evaluate` (no NLL) on the run, plus paper Table 3's chain check: the same 200
     chains decoded greedily at steps 0, 40, 100; how many change their sentence, and whether the
-    energy profile has settled (mean E over steps 80-100 vs 60-80)."""
-    tm = load(run_dir)
+    energy profile has settled (mean E over steps 80-100 vs 60-80). `average`: read the run with
+    its weight average where it kept one (train.ema), else with its last weights."""
+    tm = load(run_dir, average=average)
     res = evaluate_run(tm, corpus, run_dir, EvalConfig(
         num_samples=n_samples, lm="ngram", order=5, nll_sentences=-1,
         diag_sentences=eval_sentences, noise=noise, seed=seed))
@@ -110,9 +111,10 @@ def remeasure(path: str, out_root: str, n_samples: int, eval_sentences: int, see
     lines = []
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        run_dir = Path(out_root) / row["corpus"] / f"{row['setting']}-{row['prior']}"
+        last = row["setting"].endswith("-last")  # a --last-weights row
+        run_dir = Path(out_root) / row["corpus"] / f"{row['setting'].removesuffix('-last')}-{row['prior']}"
         corpus = load_corpus(row["corpus"], data_dir=row.get("data_dir"))
-        row.update(measure(run_dir, corpus, n_samples, eval_sentences, seed, noise))
+        row.update(measure(run_dir, corpus, n_samples, eval_sentences, seed, noise, average=not last))
         lines.append(json.dumps(row))
         print(lines[-1], flush=True)
     Path(path).write_text("".join(x + "\n" for x in lines))
@@ -135,9 +137,14 @@ def main() -> None:
     ap.add_argument("--sample-noise", type=float, default=None,
                     help="prior chain noise of the samples (default: each run's sample_noise0)")
     ap.add_argument("--measure-only", action="store_true", help="re-measure existing run folders")
+    ap.add_argument("--last-weights", action="store_true", help="with --measure-only: read a run "
+                    "that kept a weight average (train.ema) with its last weights; the row's "
+                    "setting ends in -last")
     ap.add_argument("--table", default=None, help="print a markdown table of a JSONL file and exit")
     ap.add_argument("--remeasure", default=None, help="measure every row of a JSONL file again, in place")
     a = ap.parse_args()
+    if a.last_weights and not a.measure_only:
+        ap.error("--last-weights measures an existing run: use it with --measure-only")
     if a.remeasure:
         torch.set_num_threads(a.threads)
         remeasure(a.remeasure, a.out, a.samples, a.eval_sentences, a.seed, a.sample_noise)
@@ -165,12 +172,14 @@ def main() -> None:
                 t0 = time.time()
                 summary = train(cfg, corpus, TrainSetup(run_dir, torch.device("cpu"), progress=False))
                 wall = time.time() - t0
-            row = {"corpus": a.corpus, "data_dir": a.data_dir, "setting": setting + a.tag, "prior": prior,
+            row = {"corpus": a.corpus, "data_dir": a.data_dir, "prior": prior,
+                   "setting": setting + a.tag + "-last" * a.last_weights,
                    "steps": summary["step"], "train_seconds": round(wall, 1),
                    "threads": a.threads,
                    "langevin": json.loads((run_dir / "config.json").read_text())["langevin"],
                    "overrides": extra}
-            row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed, a.sample_noise))
+            row.update(measure(run_dir, corpus, a.samples, a.eval_sentences, a.seed, a.sample_noise,
+                               average=not a.last_weights))
             row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps(row), flush=True)
 
