@@ -5,6 +5,8 @@ side by side in one process on identical batches.
                                [--precision fp32|bf16|auto] [--modes ours,plain]
     python bench/train_step.py --data ... --modes ours:fp32,ours:bf16,plain   # all three at once
     python bench/train_step.py --data ... --modes ours:fp32,ours:fp32+compile  # prior chain compiled
+    python bench/train_step.py --data ... --sizes-of demo --posterior encoder \
+        --modes "ours,ours@train.prior_updates=2@langevin.k0=100"         # settings side by side
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
@@ -16,6 +18,8 @@ position, `backward()` in the chains, which also fills parameter gradients). Sam
 softmax and the same batches (`--batches`: random sentences, or the trainer's length-bucketed
 batches) in both; the modes alternate
 batch by batch, each with its own model and optimizers from the same initial weights.
+`@SECTION.KEY=JSON` after an `ours` mode overrides a setting for that mode only (e.g. the prior
+chain's length or the EBM updates per iteration), so settings are timed against each other.
 Prints one JSON line per mode (sec_per_iter, tokens_per_sec over real tokens), then one with the
 tokens/s ratios (each mode over `plain`, and over `ours:fp32` where it ran), peak memory and, for
 bf16, the relative error of the posterior-chain gradient dU/dz against fp32 on the first batch.
@@ -23,6 +27,7 @@ bf16, the relative error of the posterior-chain gradient dU/dz against fp32 on t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import sys
@@ -92,7 +97,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per mode (after 1 warm-up)")
     ap.add_argument("--modes", default="ours,plain",
                     help="comma-separated: ours (at --precision), ours:fp32, ours:bf16, plain; "
-                         "'+compile' after an ours mode runs its prior chain compiled")
+                         "'+compile' after an ours mode runs its prior chain compiled; "
+                         "'@SECTION.KEY=JSON' (repeatable) overrides a setting for that mode")
     ap.add_argument("--precision", default="fp32", help="ours: fp32, bf16 or auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -117,20 +123,28 @@ def main() -> None:
     cfg = apply_posterior_preset(for_corpus(a.sizes_of), a.posterior)
     cfg.decoder.vocab_size = len(vocab)
     precision, why = resolve(a.precision, dev)
-    runs, prec = {}, {}
+    runs, prec, cfgs = {}, {}, {}
     for m in modes:
-        base, plus, opt = m.partition("+")
+        head, *sets = m.split("@")
+        base, plus, opt = head.partition("+")
         kind, _, p = base.partition(":")
         if kind not in ("ours", "plain") or (p and kind == "plain") or \
                 (plus and (opt != "compile" or kind == "plain")):
             raise SystemExit(f"unknown mode {m!r}: ours, ours:fp32, ours:bf16 (each optionally "
                              f"+compile) or plain")
+        if sets and kind == "plain":
+            raise SystemExit(f"{m!r}: settings (@...) apply to ours modes only")
+        cfgs[m] = copy.deepcopy(cfg)
+        for item in sets:
+            key, _, val = item.partition("=")
+            section, _, name = key.partition(".")
+            setattr(getattr(cfgs[m], section), name, json.loads(val))
         prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
-        model = build_model(cfg).to(dev)
+        model = build_model(cfgs[m]).to(dev)
         model.decoder.compute_dtype = DTYPES[prec[m]]
         model.compile_prior = bool(plus)
-        runs[m] = (model, make_optimizers(model, cfg), train_step if kind == "ours" else plain_step)
+        runs[m] = (model, make_optimizers(model, cfgs[m]), train_step if kind == "ours" else plain_step)
     batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
     extra = {}
     low = next((m for m in modes if m.startswith("ours") and prec[m] != "fp32"), None)
@@ -150,7 +164,7 @@ def main() -> None:
         for m, (model, opts, step) in runs.items():
             sync()
             t = time.perf_counter()
-            step(model, x, opts, cfg)
+            step(model, x, opts, cfgs[m])
             sync()
             if i:  # the first iteration warms up allocators and kernels
                 secs[m].append(time.perf_counter() - t)
