@@ -258,14 +258,16 @@ PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 w
                          "runs it fast).")
 COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps compiled "
                        "(torch.compile): the same chain, faster after a first call that compiles.")
+LAST_WEIGHTS = typer.Option(False, "--last-weights", help="Read a run trained with --ema with its "
+                            "last weights instead of their moving average.")
 
 
 def _open_run(checkpoint: Optional[Path], device: str, precision: str = "fp32",
-              compile: bool = False):
+              compile: bool = False, last_weights: bool = False):
     from textebm.api import load
     from textebm.device import pick_device
     from textebm.runs import resolve
-    return load(resolve(checkpoint), pick_device(device), precision, compile)
+    return load(resolve(checkpoint), pick_device(device), precision, compile, average=not last_weights)
 
 
 def _note_unknown(unknown) -> None:
@@ -312,7 +314,8 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
-           device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE):
+           device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE,
+           last_weights: bool = LAST_WEIGHTS):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
     from textebm.api import plot_energy_profile, profile_summary
 
@@ -321,7 +324,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     except ValueError:
         raise ValueError(f"--trace takes comma-separated step numbers such as 0,40,100, "
                          f"got {trace!r}") from None
-    tm = _open_run(checkpoint, device, precision, compile)
+    tm = _open_run(checkpoint, device, precision, compile, last_weights)
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
@@ -505,7 +508,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                        "other parts' results are kept from the run's eval.json."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-             precision: str = PRECISION, compile: bool = COMPILE, as_json: bool = JSON):
+             precision: str = PRECISION, compile: bool = COMPILE, as_json: bool = JSON,
+             last_weights: bool = LAST_WEIGHTS):
     """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
     the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks).
     eval.json is written after each part; an interrupted NLL resumes where it stopped."""
@@ -518,7 +522,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                      parts=parts)
     cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
     run_dir = resolve(checkpoint)
-    tm = _open_run(run_dir, device, precision, compile)
+    tm = _open_run(run_dir, device, precision, compile, last_weights)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)
     with Progress(disable=as_json, console=err) as bar:

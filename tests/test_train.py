@@ -268,6 +268,7 @@ def test_ema_averages_the_weights_without_changing_training(demo, tmp_path):
     avg, last = load(tmp_path / "ema"), load(tmp_path / "ema", average=False)
     assert torch.equal(avg.model.state_dict()[w], got["ema"][w])
     assert torch.equal(last.model.state_dict()[w], got["model"][w])
+    assert (avg.weights, last.weights, load(tmp_path / "plain3").weights) == ("average", "last", "last")
     # Resume: 2 steps, then on to 3, equals the uninterrupted run, average included.
     run(small_cfg(2, ema=0.6, save_every=2), demo, tmp_path / "resumed")
     run(small_cfg(3, ema=0.6, save_every=2), demo, tmp_path / "resumed", resume=True)

@@ -143,6 +143,7 @@ class TextEBM:
                  run_dir: Path | None = None, step: int | None = None, batch_size: int = 256):
         self.model, self.vocab, self.config = model.eval(), vocab, config
         self.run_dir, self.step, self.batch_size = run_dir, step, batch_size
+        self.weights = "last"  # or "average": the run's weight average (train.ema), set by load()
         # Runs trained on subword pieces keep their sentencepiece model beside the vocabulary.
         self.tokenizer = run_tokenizer(run_dir) if run_dir is not None else None
 
@@ -361,7 +362,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
     picked, _ = resolve_precision(precision, device)
     model.decoder.compute_dtype = DTYPES[picked]
     model.compile_prior = compile
-    return TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)))
+    tm = TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)))
+    tm.weights = "average" if state is payload.get(EMA_KEY) else "last"
+    return tm
 
 
 def profile_summary(profile: torch.Tensor, at: Sequence[int] = (), points: int = 10) -> list[dict]:

@@ -110,7 +110,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         seconds[name], clock = round(time.time() - clock, 1), time.time()
         write_json(run_dir / "eval.json", res)
 
-    res.update(precision=tm.precision, run=str(run_dir), seed=cfg.seed,
+    res.update(precision=tm.precision, weights=tm.weights, run=str(run_dir), seed=cfg.seed,
                posterior=tm.config.to_dict()["langevin"])
     test = corpus.split("test")
     read = corpus.stats.get("test")
