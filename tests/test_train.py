@@ -17,6 +17,9 @@ def small_cfg(steps, **train_kw):
     cfg.langevin.k0, cfg.langevin.k1 = 10, 5
     cfg.train.max_steps, cfg.train.batch_size = steps, 16
     cfg.train.eval_every, cfg.train.eval_sentences = 0, 50
+    # Algorithm 1 as written (the EBM learns from step 1, once per step; no weight average): the
+    # tests below switch the default's additions on where they test them.
+    cfg.train.prior_start, cfg.train.prior_updates, cfg.train.ema = 0, 1, 0.0
     for k, v in train_kw.items():
         setattr(cfg.train, k, v)
     return cfg
