@@ -20,7 +20,10 @@ def ema_init(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def ema_decay(decay: float, step: int) -> float:
     """The decay at optimizer step `step` (1-based): min(decay, (1 + step) / (10 + step)), so
-    the first iterations, whose weights are far from the end's, are forgotten quickly."""
+    the first iterations, whose weights are far from the end's, are forgotten quickly. The bound
+    acts until (1 + k) / (10 + k) reaches `decay`: for 0.995 up to iteration 1,790, so a 1,500-step
+    demo run averages with (1 + k) / (10 + k) throughout (at its end a memory of about the last
+    170 iterations), and any decay above 0.994 gives that run the same average."""
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
