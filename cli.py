@@ -122,7 +122,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (default 10; paper 20)."),
           s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
           posterior: Optional[str] = typer.Option(None, "--posterior", help="Posterior-chain preset: "
-                                                  "paper (Table 5: K1=20, s1=0.1 from N(0,I)), sri, "
+                                                  "paper (Table 5: K1=20, s1=0.1 from N(0,I)), sri, steady "
+                                                  "(late EBM, 2 updates/iteration, weight average), "
                                                   "or the project default; options below override it."),
           s1_schedule: Optional[str] = typer.Option(None, "--s1-schedule", help="Posterior step sizes "
                                                     "per step, e.g. 0.8,0.5,0.2,0.1 (the last repeats); "

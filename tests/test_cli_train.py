@@ -71,14 +71,18 @@ def test_posterior_options_reach_the_run_config(tmp_path):
     lc = json.loads((tmp_path / "p" / "config.json").read_text())["langevin"]
     assert (lc["s1"], lc["s1_schedule"], lc["noise1"], lc["init1"]) == (0.1, [], 1.0, "noise")
     assert lc["sample_noise0"] is None  # Table 5 samples with the training chain (noise 1)
-    # ... and the EBM learns as in Algorithm 1; the default adds a late start, two updates per
-    # iteration and a weight average.
+    # ... and the EBM learns as in Algorithm 1, as in the default; `steady` adds a late start, two
+    # updates per iteration against 150-step chains and a weight average.
     t = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
     assert (t["prior_start"], t["prior_updates"], t["ema"]) == (0, 1, 0.0)
-    runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "d"), *TINY[:4], *TINY[6:]])
-    d = json.loads((tmp_path / "d" / "config.json").read_text())
-    assert (d["train"]["prior_start"], d["train"]["prior_updates"], d["train"]["ema"]) == (50, 2, 0.995)
-    assert d["langevin"]["k0"] == 150
+    for preset, want in ((None, (0, 1, 0.0, 200)), ("steady", (50, 2, 0.995, 150))):
+        args = ["--posterior", preset] if preset else []
+        r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / f"d{preset}"), *args,
+                                *TINY[:4], *TINY[6:]])
+        assert r.exit_code == 0, r.output
+        d = json.loads((tmp_path / f"d{preset}" / "config.json").read_text())
+        got = (d["train"]["prior_start"], d["train"]["prior_updates"], d["train"]["ema"], d["langevin"]["k0"])
+        assert got == want, preset
     for bad in (["--posterior", "nope"], ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
         assert r.exit_code == 2 and "Traceback" not in r.output, bad
