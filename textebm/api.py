@@ -338,8 +338,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
          compile: bool = False, average: bool = True) -> TextEBM:
     """Load a run folder (config.json, vocab.txt, checkpoint.pt; weights only, no pickles).
     A path to checkpoint.pt itself also works. `average`: read the run with its weight average
-    where it kept one (train.ema > 0, textebm.ema); False: with its last weights. `precision`: fp32, bf16 or auto for the decoder's
-    compute (textebm.precision); `TextEBM.precision` says what was picked. `compile`: run the
+    where it kept one (train.ema > 0, textebm.ema); False: with its last weights (`TextEBM.weights`
+    says which). `precision`: fp32, bf16 or auto for the decoder's compute (textebm.precision);
+    `TextEBM.precision` says what was picked. `compile`: run the
     prior chain compiled (textebm.langevin.CompiledChain). Raises CheckpointError for a missing,
     corrupted or mismatched run."""
     run_dir = Path(run_dir)

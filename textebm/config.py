@@ -173,8 +173,9 @@ _COMPONENTS = {"prior": PriorConfig, "decoder": DecoderConfig, "langevin": Lange
 INIT1 = ("noise", "persistent", "encoder")
 
 # Named chain settings (`--posterior NAME`; the posterior chain, and the prior chain's length and
-# sampling noise that go with it, and how the EBM learns beside them: LEARNING_PRESETS). `paper` is Table 5 exactly. `sri` is the schedule of the
-# authors' own short-run-inference text code (bpucla/sri_text). The default is the one
+# sampling noise that go with it, and how the EBM learns beside them: LEARNING_PRESETS). `paper`
+# is Table 5 exactly. `sri` is the schedule of the authors' own short-run-inference text code
+# (bpucla/sri_text). The default is the one
 # bench/latent_study.py measured best (README, "Latent use").
 SRI_SCHEDULE = [0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05]
 # The prior chain with a cold posterior (README "Latent use"): 200 steps instead of 60, so the
@@ -197,9 +198,10 @@ POSTERIOR_STEPS = 10
 # large steps (small-step training collapsed the posterior means onto each other).
 READ_SCHEDULE = SRI_SCHEDULE[4:]
 # The `steady` preset's prior chain, one per EBM update (LEARNING_PRESETS: two updates per
-# iteration): 150 steps, so that two chains cost 1.5x one chain of PRIOR_STEPS. Samples hardly depend on the
-# length past 50 steps (bench/sample_noise.py --steps 50,100,400 on two trained models: impossible
-# share within 1.2 points, NLL/token within 0.006), so what matters is where the chain settles.
+# iteration): 150 steps, so that two chains cost 1.5x one chain of PRIOR_STEPS. Samples hardly
+# depend on the length past 50 steps (bench/sample_noise.py --steps 50,100,400 on two trained
+# models: impossible share within 1.2 points, NLL/token within 0.006), so what matters is where
+# the chain settles.
 PRIOR_STEPS_EACH = 150
 POSTERIOR_PRESETS: dict[str, dict] = {
     "paper": {"k1": 20, "s1": 0.1, "s1_schedule": [], "noise1": 1.0, "init1": "noise",
