@@ -5,8 +5,8 @@
     python bench/sample_noise.py --noises 0.9 --steps 100,200,400 RUN_DIR   # the chain's length
 
 The model is trained once (training chains keep noise0 = 1); only the chain that draws the
-samples changes. For each trained run, chain length K (`--steps`; default the run's K0) and noise scale c: n prior samples (K0 steps at noise c; a
-fixed N(0, I) prior is sampled exactly as N(0, c^2 I), the same chain's stationary law), ancestral
+samples changes. For each trained run, chain length K (`--steps`; default the run's K0) and
+noise scale c: n prior samples (K steps at noise c; a fixed N(0, I) prior is sampled exactly as N(0, c^2 I), the same chain's stationary law), ancestral
 decoding, then 5-gram FPPL / RPPL of the samples (lm_eval) and, on demo, the share the grammar
 cannot emit and their exact NLL/token. The same seed for every setting, so the rows differ only
 by c. Budget: --samples (default 2,000), one torch thread.

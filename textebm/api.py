@@ -140,10 +140,11 @@ class TextEBM:
     """A trained LatentEBM with its vocabulary and config, in eval mode."""
 
     def __init__(self, model: LatentEBM, vocab: Vocab, config: RunConfig,
-                 run_dir: Path | None = None, step: int | None = None, batch_size: int = 256):
+                 run_dir: Path | None = None, step: int | None = None, batch_size: int = 256,
+                 weights: str = "last"):
         self.model, self.vocab, self.config = model.eval(), vocab, config
         self.run_dir, self.step, self.batch_size = run_dir, step, batch_size
-        self.weights = "last"  # or "average": the run's weight average (train.ema), set by load()
+        self.weights = weights  # "last", or "average": the run's weight average (train.ema)
         # Runs trained on subword pieces keep their sentencepiece model beside the vocabulary.
         self.tokenizer = run_tokenizer(run_dir) if run_dir is not None else None
 
@@ -349,7 +350,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
     cfg, vocab = load_run_files(run_dir)
     payload = load_checkpoint(run_dir, map_location=device)
     state = payload.get("model") if isinstance(payload, dict) else None
-    if average and isinstance(payload, dict) and isinstance(payload.get(EMA_KEY), dict):
+    averaged = average and isinstance(payload, dict) and isinstance(payload.get(EMA_KEY), dict)
+    if averaged:
         state = payload[EMA_KEY]
     if not isinstance(state, dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT} holds no model weights")
@@ -363,9 +365,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
     picked, _ = resolve_precision(precision, device)
     model.decoder.compute_dtype = DTYPES[picked]
     model.compile_prior = compile
-    tm = TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)))
-    tm.weights = "average" if state is payload.get(EMA_KEY) else "last"
-    return tm
+    return TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)),
+                   weights="average" if averaged else "last")
 
 
 def profile_summary(profile: torch.Tensor, at: Sequence[int] = (), points: int = 10) -> list[dict]:
