@@ -157,6 +157,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           prior_updates: Optional[int] = typer.Option(None, "--prior-updates", help="EBM updates per "
                                                       "iteration, each against a fresh prior chain "
                                                       "(default 1, as in Algorithm 1)."),
+          prior_chains: Optional[int] = typer.Option(None, "--prior-chains", help="Prior chains "
+                                                     "(z-) per EBM update (0: one per sentence of "
+                                                     "the batch, as in Algorithm 1)."),
           ema: Optional[float] = typer.Option(None, "--ema", help="Decay of a moving average of the "
                                               "weights, which sample and evaluate then read "
                                               "(e.g. 0.995; 0: none, the last weights)."),
@@ -198,7 +201,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         apply_posterior_preset(cfg, posterior)
     cfg = override(cfg, _toml(config))
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
-                     "lr_decoder": lr_decoder, "prior_start": prior_start, "lr_final": lr_final, "prior_updates": prior_updates, "ema": ema, "clip_decoder": clip, "seed": seed,
+                     "lr_decoder": lr_decoder, "prior_start": prior_start, "lr_final": lr_final, "prior_updates": prior_updates,
+                     "prior_chains": prior_chains, "ema": ema, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
                      "compile": compile},

@@ -115,11 +115,11 @@ def test_compiled_prior_chain_trains_the_same_model(tmp_path):
 def test_training_options_reach_the_run_config_and_bad_values_fail_in_one_line(tmp_path):
     out = tmp_path / "r"
     r = runner.invoke(app, ["train", "demo", "--out", str(out), "--ema", "0.9", "--prior-updates", "2",
-                            "--prior-start", "1", "--lr-final", "0.5", *TINY])
+                            "--prior-start", "1", "--lr-final", "0.5", "--prior-chains", "24", *TINY])
     assert r.exit_code == 0, r.output
     t = json.loads((out / "config.json").read_text())["train"]
-    assert (t["ema"], t["prior_updates"], t["prior_start"], t["lr_final"]) == (0.9, 2, 1, 0.5)
-    for bad in (["--ema", "1"], ["--ema", "-0.1"], ["--prior-updates", "0"]):
+    assert (t["ema"], t["prior_updates"], t["prior_start"], t["lr_final"], t["prior_chains"]) == (0.9, 2, 1, 0.5, 24)
+    for bad in (["--ema", "1"], ["--ema", "-0.1"], ["--prior-updates", "0"], ["--prior-chains", "-1"]):
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
         assert r.exit_code == 2 and "Traceback" not in r.output, bad
         assert not (tmp_path / "bad").exists()

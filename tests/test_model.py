@@ -1,4 +1,7 @@
 """The latent-EBM model: energies, gradients, chain independence and the signs of Algorithm 1."""
+import copy
+
+import pytest
 import torch
 
 from corpora.batching import frame
@@ -190,3 +193,25 @@ def test_word_dropout_hides_input_words_in_training_only():
     assert abs(hidden.sum().item() / words.sum().item() - 0.4) < 0.03
     assert torch.equal(inp[~hidden], x[:, :-1][~hidden])       # the rest untouched
     assert (inp[:, 0] == BOS_ID).all() and not torch.allclose(trained, plain.log_prob(x, z))
+
+
+@pytest.mark.parametrize("chains,updates", [(0, 1), (7, 1), (7, 2)])
+def test_prior_chains_sets_the_number_of_negatives_of_each_ebm_update(chains, updates):
+    """train.prior_chains = n: every EBM update draws n prior chains (0: one per sentence), and the
+    logged E(z-) is the mean energy over exactly those chains."""
+    m = tiny_model()
+    cfg = RunConfig()
+    cfg.langevin = m.langevin_cfg
+    cfg.train.prior_chains, cfg.train.prior_updates = chains, updates
+    before = copy.deepcopy(m)
+    drawn, sample_prior = [], m.sample_prior
+
+    def recording(n, *args, **kw):
+        z, info = sample_prior(n, *args, **kw)
+        drawn.append(z.detach().clone())
+        return z, info
+    m.sample_prior = recording
+    logs, _ = train_step(m, frame(SENTS), make_optimizers(m, cfg), cfg)
+    n = chains or len(SENTS)
+    assert [len(z) for z in drawn] == [n] * updates
+    assert logs["e_neg"] == pytest.approx(before.energy(drawn[0]).mean().item(), rel=1e-5)

@@ -106,6 +106,7 @@ class TrainConfig:
     prior_start: int = 0      # iterations before the EBM learns: it stays at its init until then,
                               # and the prior chain (needed only for its update) is not run
     prior_updates: int = 1    # EBM updates per iteration, each against a fresh prior chain
+    prior_chains: int = 0     # prior chains (z-) per EBM update; 0: one per sentence of the batch
     lr_final: float = 1.0     # every learning rate falls linearly to lr_final x its value at max_steps
     ema: float = 0.0          # decay of an average of the weights that a trained run is read with
                               # (textebm.ema); 0: none, the run is read with its last weights
@@ -149,8 +150,10 @@ class RunConfig:
             raise ValueError("Langevin noise scales must be >= 0")
         if lc.init1 not in INIT1:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
-        if t.batch_size < 1 or t.max_steps < 0 or t.prior_start < 0 or t.prior_updates < 1:
-            raise ValueError("batch size, prior updates must be >= 1 and max steps, prior start >= 0")
+        if t.batch_size < 1 or t.max_steps < 0 or t.prior_start < 0 or t.prior_updates < 1 \
+                or t.prior_chains < 0:
+            raise ValueError("batch size, prior updates must be >= 1 and max steps, prior start, "
+                             "prior chains >= 0")
         if t.time_budget is not None and t.time_budget <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if t.precision not in PRECISIONS:

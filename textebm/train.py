@@ -98,7 +98,8 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     tc = cfg.train
     # The Gaussian prior learns nothing, but its z- are still drawn (and logged), as they always
     # were: the random stream, and so a Gaussian run, stays what it was before prior_start.
-    z_neg = model.sample_prior(x.size(0))[0] if learn_prior else None
+    n_neg = tc.prior_chains or x.size(0)
+    z_neg = model.sample_prior(n_neg)[0] if learn_prior else None
     z_pos, _ = model.infer(x, z0=z0)
 
     model.train()
@@ -109,7 +110,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
     for i in range(tc.prior_updates if learn_prior and model.prior is not None else 0):
         if i:  # each further update of the same z+ against a fresh prior chain
-            z_neg = model.sample_prior(x.size(0))[0]
+            z_neg = model.sample_prior(n_neg)[0]
         en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
         e_pos, e_neg = en_pos.mean(), en_neg.mean()
         loss_prior = e_pos - e_neg
