@@ -45,9 +45,9 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="demo_wall_time_"))
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    settings = [parse(s) for s in a.settings]
     procs = {}
-    for s in a.settings:
-        name, tree, args = parse(s)
+    for name, tree, args in settings:
         cmd = [sys.executable, "-c", "import cli; cli.app()", "train", "demo", "--quiet",
                "--threads", str(a.threads), "--out", str(out / name), *args]
         if a.max_steps:
@@ -68,9 +68,9 @@ def main() -> None:
                       "exit": os.waitstatus_to_exitcode(status),
                       "wall_s": round(time.perf_counter() - t0, 1), "train_s": train_s,
                       "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-    base = rows[parse(a.settings[0])[0]]["wall_s"]
-    for s in a.settings:
-        r = rows[parse(s)[0]]
+    base = rows[settings[0][0]]["wall_s"]
+    for name, _, _ in settings:
+        r = rows[name]
         print(json.dumps({**r, "ratio_to_first": round(r["wall_s"] / base, 3)}), flush=True)
 
 

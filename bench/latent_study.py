@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpora.registry import load_corpus  # noqa: E402
 from textebm.api import load  # noqa: E402
 from textebm.evaluate import EvalConfig, evaluate_run  # noqa: E402
-from textebm.config import apply_posterior_preset, for_corpus, override  # noqa: E402
+from textebm.config import apply_posterior_preset, for_corpus, override, parse_settings  # noqa: E402
 from textebm.train import TrainSetup, train  # noqa: E402
 
 # name -> (posterior preset, further overrides by config section)
@@ -153,11 +153,7 @@ def main() -> None:
         print(table(a.table), end="")
         return
     torch.set_num_threads(a.threads)
-    extra: dict = {}
-    for item in a.set:
-        key, val = item.split("=", 1)
-        section, name = key.split(".")
-        extra.setdefault(section, {})[name] = json.loads(val)
+    extra = parse_settings(a.set)
     corpus = load_corpus(a.corpus, data_dir=a.data_dir)
     for setting in a.settings.split(","):
         for prior in a.priors.split(","):

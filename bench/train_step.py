@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from corpora.batching import Batches, frame, scored_tokens  # noqa: E402
 from corpora.preprocess import read_sentences  # noqa: E402
 from corpora.vocab import PAD_ID, Vocab  # noqa: E402
-from textebm.config import apply_posterior_preset, for_corpus, override  # noqa: E402
+from textebm.config import apply_posterior_preset, for_corpus, override, parse_settings  # noqa: E402
 from textebm.precision import DTYPES, resolve  # noqa: E402
 from textebm.train import build_model, make_optimizers, train_step  # noqa: E402
 
@@ -134,11 +134,7 @@ def main() -> None:
                              f"+compile) or plain")
         if sets and kind == "plain":
             raise SystemExit(f"{m!r}: settings (@...) apply to ours modes only")
-        cfgs[m] = copy.deepcopy(cfg)
-        for item in sets:
-            key, _, val = item.partition("=")
-            section, _, name = key.partition(".")
-            override(cfgs[m], {section: {name: json.loads(val)}})
+        cfgs[m] = override(copy.deepcopy(cfg), parse_settings(sets))
         prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
         model = build_model(cfgs[m]).to(dev)

@@ -1,6 +1,7 @@
 """`textebm train` end to end through the CLI: run folder, latest marker, metrics, curves."""
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from cli import app
@@ -123,3 +124,18 @@ def test_training_options_reach_the_run_config_and_bad_values_fail_in_one_line(t
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
         assert r.exit_code == 2 and "Traceback" not in r.output, bad
         assert not (tmp_path / "bad").exists()
+
+
+def test_benchmark_settings_parse_to_overrides_and_reject_malformed_items():
+    """SECTION.KEY=JSON items (bench/latent_study.py --set, bench/train_step.py @...) become the
+    nested dict override() applies; JSON values keep their types."""
+    from textebm.config import for_corpus, override, parse_settings
+    got = parse_settings(["train.ema=0.995", "langevin.k0=150", "train.prior_updates=2",
+                          "langevin.s1_schedule=[0.5, 0.2]"])
+    assert got == {"train": {"ema": 0.995, "prior_updates": 2},
+                   "langevin": {"k0": 150, "s1_schedule": [0.5, 0.2]}}
+    cfg = override(for_corpus("demo"), got)
+    assert (cfg.train.ema, cfg.train.prior_updates, cfg.langevin.k0) == (0.995, 2, 150)
+    for bad in ("train.ema", "ema=0.9", ".ema=0.9", "train.=1"):
+        with pytest.raises(ValueError):
+            parse_settings([bad])
