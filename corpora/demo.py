@@ -23,6 +23,7 @@ sequences no template can produce, get -inf.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -243,6 +244,33 @@ def topic_posterior(tokens: Sequence[str]) -> np.ndarray:
 def true_nll(sentences: Sequence[Sequence[str]]) -> tuple[float, int]:
     """(total -log p in nats, scored tokens = words + one </s> per sentence)."""
     return float(-log_probs(sentences).sum()), sum(len(s) + 1 for s in sentences)
+
+
+def nll_per_token(log_p: np.ndarray, tokens: np.ndarray) -> tuple[float, float]:
+    """NLL/token of a sample of sentences, sum(-log p) / sum(tokens), and its standard error.
+
+    The rate is a ratio of two sample means, so its standard error is the delta method's:
+    sd(a_i - r * n_i) / (sqrt(N) * mean(n_i)), a_i = -log p(x_i), n_i its tokens (Cochran,
+    Sampling Techniques, 6.9). With every n_i equal it is sd(a_i / n) / sqrt(N), the plain mean's.
+    log_p, tokens: (N,). For N = 1000 demo sentences it is about 0.010 nats/token."""
+    a, n = -np.asarray(log_p, dtype=float), np.asarray(tokens, dtype=float)
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    rate = a.sum() / n.sum()
+    se = np.std(a - rate * n, ddof=1) / (np.sqrt(len(a)) * n.mean()) if len(a) > 1 else float("nan")
+    return float(rate), float(se)
+
+
+@lru_cache(maxsize=4)
+def entropy_rate(n: int = 50_000, seed: int = 90_210) -> tuple[float, float]:
+    """The grammar's own NLL/token (its entropy rate per scored token) estimated on n fresh
+    sentences, with the estimate's standard error: (2.528, 0.0014) at the defaults.
+
+    This, not any one split, is what samples are compared with. A split of 1,000 sentences is an
+    estimate with a standard error of about 0.010: the valid split reads 2.513 and the test split
+    2.535, which moves a "within 3%" line by 0.02 nats/token (README, "Latent use")."""
+    sents = [toks for _, toks in generate(n, seed)]
+    return nll_per_token(log_probs(sents), np.array([len(s) + 1 for s in sents]))
 
 
 def splits(seed: int = 0, sizes=(10000, 1000, 1000)) -> dict[str, list[list[str]]]:

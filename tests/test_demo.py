@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import Counter
 
@@ -133,6 +134,33 @@ def test_true_nll_counts_one_end_token_per_sentence():
     assert n_tokens == sum(len(s) for s in test) + len(test)
     assert total == pytest.approx(-sum(demo.log_prob(s) for s in test), rel=1e-9)
     assert 2.0 < total / n_tokens < 3.0
+
+
+def test_nll_per_token_and_its_standard_error_match_known_values_and_the_spread_they_predict():
+    # Equal lengths: the ratio is the mean of a_i / n and its standard error the plain mean's.
+    a = np.array([20.0, 26.0, 23.0, 31.0])
+    rate, se = demo.nll_per_token(-a, np.full(4, 10))
+    assert rate == pytest.approx(a.mean() / 10, rel=1e-12)
+    assert se == pytest.approx(np.std(a / 10, ddof=1) / 2, rel=1e-12)
+    # Unequal lengths: the predicted standard error agrees with the spread of 60 independent
+    # 300-sentence estimates (sd(a_i) / (sqrt(N) mean(n_i)), which forgets that long sentences
+    # carry more NLL, reads 3x the spread).
+    sents = [t for _, t in demo.generate(18_000, seed=5)]
+    lp, n = demo.log_probs(sents), np.array([len(s) + 1 for s in sents])
+    parts = [demo.nll_per_token(lp[i:i + 300], n[i:i + 300]) for i in range(0, 18_000, 300)]
+    spread = np.std([r for r, _ in parts], ddof=1)
+    assert 0.7 < np.median([s for _, s in parts]) / spread < 1.4
+    # The pooled estimate is the same ratio over all sentences.
+    assert demo.nll_per_token(lp, n)[0] == pytest.approx(-lp.sum() / n.sum(), rel=1e-12)
+
+
+def test_entropy_rate_is_what_each_split_estimates():
+    rate, se = demo.entropy_rate()
+    assert 0 < se < 0.003
+    for name, split in demo.splits().items():
+        nll, tokens = demo.true_nll(split)
+        _, split_se = demo.nll_per_token(demo.log_probs(split), np.array([len(s) + 1 for s in split]))
+        assert abs(nll / tokens - rate) < 4 * math.hypot(split_se, se), name
 
 
 def test_fast_enough_for_a_cpu_demo():

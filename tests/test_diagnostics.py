@@ -43,8 +43,12 @@ def test_grammar_checks_score_samples_against_the_grammar():
     real = [t for _, t in demo.generate(400, seed=3)]
     ok = grammar_checks(real)
     assert ok["impossible_share"] == 0.0
-    # Fresh grammar samples have the grammar's entropy rate (within sampling noise).
-    assert ok["samples_exact_nll_tok"] == pytest.approx(ok["data_exact_nll_tok"], rel=0.03)
+    # Fresh grammar samples have the grammar's entropy rate, within their standard errors.
+    diff = ok["samples_exact_nll_tok"] - ok["data_exact_nll_tok"]
+    assert abs(diff) < 4 * math.hypot(ok["samples_exact_nll_tok_se"], ok["data_exact_nll_tok_se"])
+    assert ok["samples_vs_data"] == pytest.approx(diff / ok["data_exact_nll_tok"], rel=1e-12)
+    valid_nll, valid_tokens = demo.true_nll(demo.splits()["valid"])
+    assert ok["valid_exact_nll_tok"] == pytest.approx(valid_nll / valid_tokens, rel=1e-12)
     rng = np.random.default_rng(0)
     shuffled = [list(rng.permutation(s)) for s in real]
     bad = grammar_checks(shuffled)
