@@ -88,6 +88,7 @@ COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "st
            ("sample_noise", "sample noise", "{}"),
            ("impossible_share", "impossible", "{:.1%}"),
            ("samples_exact_nll_tok", "samples NLL/tok", "{:.3f}"),
+           ("samples_vs_data", "vs data", "{:+.1%}"),  # against the grammar's entropy rate
            ("posterior_impossible_share", "impossible from posterior z", "{:.1%}"),
            ("posterior_samples_exact_nll_tok", "NLL/tok from posterior z", "{:.3f}"),
            ("fppl5", "FPPL-5", "{:.1f}"), ("rppl5", "RPPL-5", "{:.1f}"),
