@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.measured import add_measure_options, measure_afresh  # noqa: E402
 from corpora.registry import load_corpus  # noqa: E402
 from textebm.api import load  # noqa: E402
 from textebm.checkpoint import load_checkpoint  # noqa: E402
 from textebm.ema import EMA_KEY  # noqa: E402
-from textebm.evaluate import EvalConfig, evaluate_run  # noqa: E402
 
 # reading -> which state_dict keys come from the average (the others from the last weights)
 READINGS = {
@@ -47,11 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--readings", default=",".join(READINGS))
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--eval-sentences", type=int, default=300, help="diagnostics' test sentences")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data-dir", default=None)
+    add_measure_options(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     readings = [r.strip() for r in a.readings.split(",")]
@@ -69,12 +65,8 @@ def main() -> None:
             tm.model.load_state_dict(mixed_state(payload, reading))
             tm.weights = reading
             out = run / "ema_parts" / reading
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "eval.json").unlink(missing_ok=True)  # measure afresh, keep nothing
             t0 = time.time()
-            res = evaluate_run(tm, corpus, out, EvalConfig(
-                num_samples=a.samples, lm="ngram", order=5, nll_sentences=-1,
-                diag_sentences=a.eval_sentences, seed=a.seed))
+            res = measure_afresh(tm, corpus, out, a)
             print(json.dumps({"bench": "ema_parts", "run": str(run), "reading": reading,
                               "fppl5": res["fppl"], "rppl5": res["rppl"],
                               "sample_noise": res["sample_noise"], **res.get("latent", {}),

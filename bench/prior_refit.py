@@ -2,7 +2,7 @@
 posterior, decoder frozen, then measure the samples again. One JSON line per run x setting.
 
     python bench/prior_refit.py runs/study/demo/defaultps50pu2k150ema-s3-ebm [RUN ...]
-        [--settings 0:0.001,1000:0.001,1000:0.0003,2000:0.0001] [--samples 2000]
+        [--settings 0:0.001,1000:0.001,1000:0.0003] [--samples 2000]
 
 During training the EBM chases the posterior of a decoder that is still changing. Here the
 decoder and encoder are frozen at the run's weights (its average where it kept one), z+ is drawn
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.measured import add_measure_options, measure_afresh  # noqa: E402
 from corpora.batching import frame  # noqa: E402
 from corpora.registry import load_corpus  # noqa: E402
 from textebm.api import load  # noqa: E402
-from textebm.evaluate import EvalConfig, evaluate_run  # noqa: E402
 from textebm.model import LatentEBM  # noqa: E402
 
 
@@ -65,14 +65,10 @@ def refit_prior(model: LatentEBM, bank: torch.Tensor, updates: int, lr: float, b
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--settings", default="0:0.001,1000:0.001,1000:0.0003,2000:0.0001",
+    ap.add_argument("--settings", default="0:0.001,1000:0.001,1000:0.0003",
                     help="UPDATES:LR pairs, comma-separated")
     ap.add_argument("--batch", type=int, default=64, help="z+ and prior chains per update")
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--eval-sentences", type=int, default=300, help="diagnostics' test sentences")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data-dir", default=None)
+    add_measure_options(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     try:
@@ -96,11 +92,7 @@ def main() -> None:
             log = refit_prior(tm.model, bank, updates, lr, a.batch, t, a.seed)
             fit_s = time.time() - t0
             out = run / "prior_refit" / f"{updates}-{lr:g}"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "eval.json").unlink(missing_ok=True)  # measure afresh, keep nothing
-            res = evaluate_run(tm, corpus, out, EvalConfig(
-                num_samples=a.samples, lm="ngram", order=5, nll_sentences=-1,
-                diag_sentences=a.eval_sentences, seed=a.seed))
+            res = measure_afresh(tm, corpus, out, a)
             print(json.dumps({"bench": "prior_refit", "run": str(run), "weights": tm.weights,
                               "updates": updates, "lr": lr, "batch": a.batch,
                               "k0": tm.config.langevin.k0, "bank_sentences": len(bank),
