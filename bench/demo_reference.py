@@ -26,14 +26,6 @@ from lm_eval.perplexity import SampleFile  # noqa: E402
 LINE = 0.03  # the issue's "within 3%"
 
 
-def scored(sentences: list[list[str]]) -> tuple[float, float, float]:
-    """(NLL/token of the emit-able sentences, its standard error, impossible share)."""
-    lp = demo.log_probs(sentences)
-    ok = np.isfinite(lp)
-    rate, se = demo.nll_per_token(lp[ok], np.array([len(s) + 1 for s, good in zip(sentences, ok) if good]))
-    return rate, se, float(1 - ok.mean())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*")
@@ -44,13 +36,12 @@ def main() -> None:
     print(json.dumps({"reference": "entropy_rate", "sentences": a.n, "nll_tok": rate, "se": rate_se,
                       "line_3pct": rate * (1 + LINE)}))
     for name, split in demo.splits().items():
-        r, se, _ = scored(split)
+        r, se, _ = demo.exact_nll_rate(split)
         print(json.dumps({"reference": f"split_{name}", "sentences": len(split), "nll_tok": r,
                           "se": se, "z_vs_rate": (r - rate) / np.hypot(se, rate_se),
                           "line_3pct": r * (1 + LINE)}))
     sents = [t for _, t in demo.generate(1000 * a.sets, seed=31_337)]
-    lp, n = demo.log_probs(sents), np.array([len(s) + 1 for s in sents])
-    sets = np.array([demo.nll_per_token(lp[i:i + 1000], n[i:i + 1000]) for i in range(0, len(sents), 1000)])
+    sets = np.array([demo.exact_nll_rate(sents[i:i + 1000])[:2] for i in range(0, len(sents), 1000)])
     print(json.dumps({"reference": "sets_of_1000", "sets": a.sets, "mean": float(sets[:, 0].mean()),
                       "sd": float(sets[:, 0].std(ddof=1)), "min": float(sets[:, 0].min()),
                       "max": float(sets[:, 0].max()), "median_se": float(np.median(sets[:, 1])),
@@ -63,7 +54,7 @@ def main() -> None:
         if not path.exists():
             print(json.dumps({"run": str(run), "error": "no samples.txt"}))
             continue
-        r, se, bad = scored(list(SampleFile(path)))
+        r, se, bad = demo.exact_nll_rate(list(SampleFile(path)))
         ev = run / "eval.json"
         latent = json.loads(ev.read_text()).get("latent", {}) if ev.exists() else {}
         was = latent.get("samples_exact_nll_tok")

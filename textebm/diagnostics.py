@@ -220,12 +220,10 @@ def grammar_checks(samples: list[list[str]]) -> dict:
     (demo.entropy_rate, standard error 0.0014); `valid_exact_nll_tok` is the valid split's 1,000
     sentences, the reference of measurements made before (README, "Latent use")."""
     from corpora import demo
-    lp = demo.log_probs(samples)
-    ok = np.isfinite(lp)
-    nll, se = demo.nll_per_token(lp[ok], np.array([len(s) + 1 for s, good in zip(samples, ok) if good]))
+    nll, se, impossible = demo.exact_nll_rate(samples)
     data_nll, data_se = demo.entropy_rate()
     valid_nll, valid_tokens = demo.true_nll(demo.splits()["valid"])
-    return {"impossible_share": float(1 - ok.mean()) if len(samples) else float("nan"),
+    return {"impossible_share": impossible,
             "samples_exact_nll_tok": nll, "samples_exact_nll_tok_se": se,
             "data_exact_nll_tok": data_nll, "data_exact_nll_tok_se": data_se,
             "samples_vs_data": nll / data_nll - 1,
