@@ -29,6 +29,7 @@ from corpora.batching import frame  # noqa: E402
 from corpora.registry import load_corpus  # noqa: E402
 from textebm.api import load  # noqa: E402
 from textebm.model import LatentEBM  # noqa: E402
+from textebm.train import prior_loss  # noqa: E402
 
 
 def posterior_bank(model: LatentEBM, ids: list[list[int]], batch: int = 256) -> torch.Tensor:
@@ -47,17 +48,14 @@ def refit_prior(model: LatentEBM, bank: torch.Tensor, updates: int, lr: float, b
     for u in range(updates):
         z_pos = bank[torch.randint(len(bank), (batch,), generator=gen, device=bank.device)]
         z_neg = model.sample_prior(batch, generator=gen)[0].detach()
-        en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
-        loss = en_pos.mean() - en_neg.mean()
-        if train_cfg.energy_reg:
-            loss = loss + train_cfg.energy_reg * (en_pos.pow(2).mean() + en_neg.pow(2).mean())
+        loss, e_pos, e_neg = prior_loss(model, z_pos, z_neg, train_cfg.energy_reg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if train_cfg.clip_prior:
             torch.nn.utils.clip_grad_norm_(model.prior.parameters(), train_cfg.clip_prior)
         opt.step()
         if u % 100 == 0 or u == updates - 1:
-            log.append({"update": u + 1, "e_gap": float(en_pos.mean() - en_neg.mean()),
+            log.append({"update": u + 1, "e_gap": float(e_pos - e_neg),
                         "z_neg_norm": float(z_neg.norm(dim=-1).mean())})
     return log
 

@@ -7,8 +7,8 @@
 The model is trained once (training chains keep noise0 = 1); only the chain that draws the
 samples changes. For each trained run, chain length K (`--steps`; default the run's K0) and
 noise scale c: n prior samples (K steps at noise c; a fixed N(0, I) prior is sampled exactly as
-N(0, c^2 I), the same chain's stationary law), ancestral decoding, then 5-gram FPPL / RPPL of the samples (lm_eval) and, on demo, the share the grammar
-cannot emit and their exact NLL/token. The same seed for every setting, so the rows differ only
+N(0, c^2 I), the same chain's stationary law), ancestral decoding, then 5-gram FPPL / RPPL of
+the samples (lm_eval) and, on demo, the share the grammar cannot emit and their exact NLL/token. The same seed for every setting, so the rows differ only
 by c. Budget: --samples (default 2,000), one torch thread.
 """
 from __future__ import annotations

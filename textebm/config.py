@@ -226,10 +226,11 @@ POSTERIOR_PRESETS["steady"] = {**POSTERIOR_PRESETS["encoder"], "k0": PRIOR_STEPS
 # PRIOR_STEPS_EACH steps (so the EBM keeps up with the aggregate posterior), and a moving average
 # of the weights (EMA 0.995), which takes the decoder's own error out of the samples. It is not the
 # default: it meets all four seed-dependent demo targets on 3 seeds of 8 (`encoder`: 2), and the
-# samples' likelihood on 4 (`encoder`: 3); it trains in 1.16-1.3x the default's time (1.07-1.20x the issue-time code's, 398-419 s for the
-# README's demo run here, against a 397 s target); and at PTB's 500-iteration study budget its
-# averaged EBM doubles the 5-gram FPPL (1198 read with the average, 538 with the last weights, 504
-# with the EBM's last weights; `paper` 996; bench/ema_parts.py).
+# samples' likelihood on 4 (`encoder`: 3); it trains in 1.16-1.3x the default's time (1.07-1.20x
+# the issue-time code's, 398-419 s for the README's demo run here, against a 397 s target); and
+# at PTB's 500-iteration study budget its averaged EBM doubles the 5-gram FPPL (1198 read with the
+# average, 538 with the last weights, 504 with the EBM's last weights; `paper` 996;
+# bench/ema_parts.py).
 ALGORITHM_1 = {"prior_start": 0, "prior_updates": 1, "ema": 0.0}
 LEARNING_PRESETS: dict[str, dict] = {
     "paper": ALGORITHM_1, "sri": ALGORITHM_1, "encoder": ALGORITHM_1,
