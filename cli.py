@@ -503,6 +503,11 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                                "importance-weighted NLL (0: all; n: a random n, "
                                                "seeded by --seed; -1: skip NLL)."),
              nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
+             nll_temperatures: int = typer.Option(0, "--nll-temperatures", help="AIS temperatures "
+                                                  "from the fitted q0 to each sentence's posterior "
+                                                  "(0: plain importance sampling from q0)."),
+             logz_temperatures: int = typer.Option(10000, "--logz-temperatures", help="AIS "
+                                                   "temperatures of log Z (3 runs of 500 chains)."),
              diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
                                                 "latent diagnostics (0: skip them)."),
              noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
@@ -523,6 +528,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     from textebm.runs import resolve
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
+                     nll_temperatures=nll_temperatures, logz_temperatures=logz_temperatures,
                      diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision,
                      parts=parts)
     cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
@@ -542,8 +548,12 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
         if (run_dir / "eval.md").exists():
             out.print((run_dir / "eval.md").read_text(), markup=False, highlight=False)
         if res.get("nll") and "fppl" not in res:
-            out.print(f"NLL {res['nll']['nll']:.2f} ± {res['nll']['nll_se']:.2f} nats/sentence "
-                      f"({res['nll']['of_test']} test sentences)", highlight=False)
+            r = res["nll"]
+            out.print(f"NLL {r['nll']:.2f} ± {r['nll_se']:.2f} nats/sentence "
+                      f"({r['of_test']} test sentences); log Z {r['log_z']:.2f} "
+                      f"(AIS spread {r['log_z_estimate'].get('spread', 0):.2f}); importance ESS "
+                      f"median {r['ess']['median']:.1f} of {r['ess']['of']}; floor violations "
+                      f"{r['floor']['violations']} of {r['floor']['checked']}", highlight=False)
         if res.get("latent"):
             out.print("latent: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in res["latent"].items()), highlight=False)

@@ -16,11 +16,15 @@ NLL added to an evaluation that used a random subset).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
 from lm_eval.lstm_lm import LSTMLMConfig
 from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
@@ -48,6 +52,8 @@ class EvalConfig:
     lstm_epochs: int = 30           # most epochs of each LSTM LM judge (forward and reverse)
     nll_sentences: int = 0          # 0: the whole test split; n: a random n of it; -1: skip the NLL
     nll_samples: int = 100
+    nll_temperatures: int = 0       # AIS temperatures from q0 to each posterior (0: plain IS)
+    logz_temperatures: int = 10000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     seed: int = 0
@@ -141,10 +147,18 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         pick = nll_subset(len(test), cfg.nll_sentences, cfg.seed)
         ids = tm.encode([test[i] for i in pick]).ids  # the run's tokenizer: words, or spm pieces
         tick = progress("importance-weighted NLL", len(ids)) if progress else None
-        res["nll"] = importance_nll(tm.model, ids, NLLConfig(samples=cfg.nll_samples, seed=cfg.seed),
-                                    progress=tick, state_path=run_dir / NLL_PROGRESS)
+        nll_cfg = NLLConfig(samples=cfg.nll_samples, temperatures=cfg.nll_temperatures, seed=cfg.seed,
+                            ais=AISConfig(temperatures=cfg.logz_temperatures, seed=cfg.seed))
+        log(f"log Z by AIS ({cfg.logz_temperatures:,} temperatures), then the NLL of "
+            f"{len(ids):,} test sentences")
+        res["nll"] = importance_nll(tm.model, ids, nll_cfg, progress=tick,
+                                    state_path=run_dir / NLL_PROGRESS)
+        per = res["nll"].pop("per_sentence")
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
+        if tm.config.train.corpus == "demo":   # a cross-entropy cannot beat the data's entropy
+            res["nll"]["grammar_check"] = exact_check(per["nll"], [test[i] for i in pick])
+        write_json(run_dir / "nll_sentences.json", {"test_index": pick, **per})
         res["nll"]["precision"] = tm.precision  # it may be added later than the other parts
         done("nll")
     if "latent" in parts and cfg.diag_sentences:
@@ -161,6 +175,20 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
     if "fppl" in res:
         (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
+
+
+def exact_check(nll: list[float], sentences: list[list[str]]) -> dict:
+    """The model's NLL of demo sentences against the grammar's exact -log p of the same ones:
+    the mean difference and its standard error (paired over sentences). A model's cross-entropy
+    is at least the data's entropy, so a difference below -2 standard errors is an estimator
+    bug (or log Z too low)."""
+    from corpora import demo
+    exact = -demo.log_probs(sentences)
+    diff = np.asarray(nll) - exact
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    return {"exact_nll": float(exact.mean()), "model_minus_exact": float(diff.mean()),
+            "se": se, "below_by_se": float(-diff.mean() / se) if se > 0 else math.inf,
+            "passes": bool(diff.mean() >= -2 * se)}
 
 
 def _kept(path: Path, parts: list[str]) -> dict:

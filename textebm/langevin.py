@@ -141,3 +141,50 @@ def init_z(n: int, dim: int, device: torch.device | str = "cpu",
            generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """z_0 ~ N(0, I): (n, dim)."""
     return torch.randn(n, dim, generator=generator, device=device, dtype=dtype)
+
+
+def mala_step(energy: Energy, z: torch.Tensor, u: torch.Tensor, grad: torch.Tensor,
+              step: torch.Tensor | float, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Metropolis-adjusted Langevin step (MALA) on U = energy: the rule above at noise 1,
+    then accept or reject, so that exp(-U) itself is left invariant (a chain without the
+    correction samples a distribution biased by its step size).
+
+    z: (B, D) with U(z): (B,) and dU/dz: (B, D) (from `energy_and_grad`, so a chain pays one
+    energy evaluation per step); step: a float or (B, 1) per-chain step sizes s. Returns the new
+    (z, U, dU/dz) and the accepted mask (B,).
+    """
+    prop = propose(z, grad, step, generator)
+    u_p, g_p = energy_and_grad(energy, prop)
+    ok = accept(z, prop, u, u_p, grad, g_p, step, generator)
+    okd = ok.unsqueeze(-1)
+    return torch.where(okd, prop, z), torch.where(ok, u_p, u), torch.where(okd, g_p, grad), ok
+
+
+def propose(z: torch.Tensor, grad: torch.Tensor, step: torch.Tensor | float,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """MALA's proposal z' = z - (s^2/2) dU/dz + s eps: the rule above at noise 1. (B, D)"""
+    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return _update(z, grad, step, 1.0, eps).detach()
+
+
+def accept(z: torch.Tensor, prop: torch.Tensor, u: torch.Tensor, u_p: torch.Tensor,
+           grad: torch.Tensor, g_p: torch.Tensor, step: torch.Tensor | float,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """Metropolis-Hastings test of `propose`'s move z -> prop given U and dU/dz at both ends:
+    accept with probability min(1, exp(U(z) - U(z')) q(z|z') / q(z'|z)). -> (B,) bool."""
+    s2 = torch.as_tensor(step, dtype=z.dtype, device=z.device) ** 2
+    fwd = (prop - z + 0.5 * s2 * grad).pow(2).sum(-1)                  # -2 s^2 log q(z'|z) + c
+    bwd = (z - prop + 0.5 * s2 * g_p).pow(2).sum(-1)
+    log_ratio = (u - u_p) + (fwd - bwd) / (2 * s2.reshape(-1))
+    uniform = torch.rand(u.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return uniform.log() < log_ratio
+
+
+def energy_and_grad(energy: Energy, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """U(z): (B,) and dU/dz: (B, D), both detached."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        u = energy(z)
+        (grad,) = torch.autograd.grad(u.sum(), z)
+    return u.detach(), grad.detach()

@@ -1,11 +1,22 @@
-"""Importance-weighted NLL of a latent-EBM model (PROTOCOL.md §4), and log Z(alpha).
+"""Importance-weighted NLL of a latent-EBM model (PROTOCOL.md §4), with checks it cannot fool.
 
     log p(x) ≈ logsumexp_m [ log p_alpha(z_m) + log p_beta(x|z_m) - log q(z_m|x) ] - log M,
     log p_alpha(z) = f_alpha(z) + log N(z; 0, I) - log Z(alpha),
-    log Z(alpha)   = log E_{N(0,I)}[exp f_alpha(z)]   (Monte Carlo from N(0, I)),
 
-with q a diagonal Gaussian fitted, per sentence, to the end points of several independent
-short-run posterior chains (its spread widened by `widen` so that its tails cover the posterior's).
+log Z(alpha) by annealed importance sampling (textebm.partition), and q fitted per sentence to
+the model's real posterior p(z|x) ∝ exp(-U1(z)), U1 = E(z) + ||z||^2/2 - log p(x|z), whatever
+temperature the training chain runs at:
+  1. C starts: the run's own chain start (g(x), or N(0, I)) and C - 1 draws from N(0, I);
+  2. each descends U1 with Adam (to the nearest mode), then runs MALA at noise 1 (the posterior
+     itself, Metropolis-corrected; its step size tuned per sentence during burn-in);
+  3. q is a mixture over the C chains of diagonal multivariate Student-t densities (heavier
+     tails than the posterior, so that the weights stay bounded): location the chain's mean,
+     scale the chains' pooled spread widened by `widen`. The M samples are split evenly over the
+     components (the deterministic-mixture estimator, unbiased with the mixture as q).
+Reported with it: each sentence's effective sample size (sum w)^2 / sum w^2 of its weights, and
+a floor no likelihood can cross, −log p(x) ≥ min_z −log p(x|z) (p(x) is an average of p(x|z)):
+the smallest −log p(x|z) found by Adam descent from the chains' means, along the descent and at
+every importance sample. A sentence whose estimate sits below its floor is counted as a violation.
 
 The whole PTB test split costs hours on a CPU core, so `importance_nll` can keep its progress in a
 file (per-batch results and the generator's state, saved after each batch): a rerun over the same
@@ -16,124 +27,271 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from corpora.batching import by_length, frame
 from corpora.storage import atomic_write, load_tensors, torch_bytes
 from textebm.decoder import MAX_LOGITS
-from textebm.model import LatentEBM
+from textebm.langevin import energy_and_grad
+from textebm.model import LatentEBM, frozen
+from textebm.ais import AISConfig, ais_log_z, anneal, ess, plain_mc_log_z, sigmoid_schedule
 
 LOG_2PI = math.log(2 * math.pi)
+# The estimator's name in results files; "plain_mc_narrow_q" named the one before it (log Z by
+# plain Monte Carlo, q fitted to the training chain at its own temperature).
+ESTIMATOR = "ais_logz+mala_t_mixture_q"
 
 
 @dataclass
 class NLLConfig:
-    chains: int = 8           # posterior chains per sentence used to fit q
-    samples: int = 100        # importance samples M per sentence
-    widen: float = 1.5        # q's std = widen * std of the chain end points (+ min_std)
-    min_std: float = 0.05
-    logz_samples: int = 200_000
+    chains: int = 4            # C: posterior chains (and q's mixture components) per sentence
+    descent: int = 50          # Adam steps on U1 from each start (then one Newton step)
+    descent_lr: float = 0.1
+    scales: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)  # q0's sigma, by ELBO
+    fit_samples: int = 8       # draws per mode and scale that choose sigma
+    temperatures: int = 0      # AIS temperatures from q0 to the posterior (0: plain IS from q0)
+    step_size: float = 0.1     # the AIS pilot's first MALA step size
+    samples: int = 100         # importance samples M per sentence (a multiple of chains)
+    df: int = 0                # q0's Student-t degrees of freedom (0: Gaussian)
+    widen: float = 1.0         # q0's sigma = widen * the scale the bound chose
+    floor_steps: int = 50      # Adam steps on -log p(x|z) for the floor (0: no floor)
+    floor_lr: float = 0.05
+    ais: AISConfig = field(default_factory=AISConfig)
+    plain_mc_draws: int = 200_000  # plain Monte Carlo log Z, reported beside AIS (0: skip)
     batch_size: int = 32
     max_logits: int = MAX_LOGITS  # cap on rows x positions x vocabulary of one decoder call
     seed: int = 0
 
 
-def log_partition(model: LatentEBM, n: int = 200_000, seed: int = 0,
-                  chunk: int = 50_000) -> tuple[float, float]:
-    """log Z(alpha) = log E_p0[exp f(z)] by Monte Carlo; returns (estimate, standard error).
+# Per-sentence pieces of the target, both on z: (B, K, D) -> (B, K): U0(z) = E(z) + ||z||^2/2
+# (the prior energy, without log Z) and -log p(x_b|z).
+Fn = Callable[[torch.Tensor], torch.Tensor]
 
-    The standard error is the delta-method one: SE(mean w) / mean w, w = exp(f - max f).
-    Exactly 0 for the Gaussian prior.
-    """
-    if model.prior is None:
-        return 0.0, 0.0
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    fs = []
+
+def _adam(fn: Fn, z: torch.Tensor, steps: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam on fn(z).sum() over z: (B, K, D), each row independently (Adam is per coordinate).
+    Returns the final z and the smallest fn value seen per row along the way: (B, K)."""
+    z = z.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    best = torch.full(z.shape[:2], math.inf, dtype=torch.float64, device=z.device)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            v = fn(z)
+            best = torch.minimum(best, v.detach().double())
+            v.sum().backward()
+            opt.step()
     with torch.no_grad():
-        for i in range(0, n, chunk):
-            z = torch.randn(min(chunk, n - i), model.latent_dim, generator=gen, device=model.device,
-                            dtype=model.dtype)
-            fs.append(-model.energy(z).double())
-    f = torch.cat(fs)
-    fmax = f.max()
-    w = torch.exp(f - fmax)
-    mean = w.mean()
-    se = (w.std() / math.sqrt(len(w)) / mean).item()
-    return (fmax + mean.log()).item(), se
+        best = torch.minimum(best, fn(z).double())
+    return z.detach(), best
 
 
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Diagonal Gaussian log density, summed over the last dim."""
-    return (-0.5 * ((z - mu) / std).pow(2) - std.log() - 0.5 * LOG_2PI).sum(-1)
+def _log_t(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, df: int) -> torch.Tensor:
+    """log density of a mixture's components at z: (B, M, D) -> (B, M, C), component c a
+    multivariate Student-t (df = 0: Gaussian) with location loc: (B, C, D) and lower-triangular
+    scale: (B, C, D, D) (covariance scale scale^T for the Gaussian)."""
+    d = z.size(-1)
+    diff = (z.unsqueeze(2) - loc.unsqueeze(1)).unsqueeze(-1)            # (B, M, C, D, 1)
+    sol = torch.linalg.solve_triangular(scale.unsqueeze(1), diff, upper=False)
+    r2 = sol.squeeze(-1).pow(2).sum(-1)                                 # (B, M, C)
+    log_det = torch.diagonal(scale, dim1=-2, dim2=-1).abs().log().sum(-1).unsqueeze(1)
+    if df == 0:
+        return -0.5 * r2 - log_det - 0.5 * d * LOG_2PI
+    return (math.lgamma((df + d) / 2) - math.lgamma(df / 2) - 0.5 * d * math.log(df * math.pi)
+            - log_det - 0.5 * (df + d) * torch.log1p(r2 / df))
+
+
+def _draw_t(shape: tuple[int, ...], df: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
+    """Standard (location 0, scale 1) multivariate t draws of shape (..., D)."""
+    eps = torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    if df == 0:
+        return eps
+    chi2 = torch.randn((*shape[:-1], df), generator=gen, device=device, dtype=dtype).pow(2).sum(-1)
+    return eps / (chi2 / df).sqrt().unsqueeze(-1)
+
+
+def _fit_scale(u_target: Fn, modes: torch.Tensor, cfg: NLLConfig, gen: torch.Generator
+               ) -> torch.Tensor:
+    """Per mode, the isotropic Gaussian N(mode, sigma^2 I) with the highest evidence lower bound
+    mean[log p~(z) - log q(z)] over cfg.scales (cfg.fit_samples draws each, common random
+    numbers). The posterior is no Gaussian: a learned E is piecewise linear (LeakyReLU), and the
+    codes sit at its kinks, where U1 rises like |t| in every direction and a Hessian is whatever
+    the finite-difference step makes it; one scale per mode, chosen by the bound, is robust to
+    that, and AIS takes it the rest of the way. modes: (B, C, D) -> sigma: (B, C)."""
+    B, C, D = modes.shape
+    n = cfg.fit_samples
+    eps = torch.randn(B, C, n, D, generator=gen, device=modes.device, dtype=modes.dtype)
+    best, sigma = None, None
+    for s in cfg.scales:
+        z = (modes.unsqueeze(2) + s * eps).reshape(B, C * n, D)
+        with torch.no_grad():
+            log_q = -0.5 * eps.pow(2).sum(-1) - D * math.log(s) - 0.5 * D * LOG_2PI  # (B, C, n)
+            elbo = (-u_target(z).view(B, C, n) - log_q).double().mean(2)            # (B, C)
+        take = elbo > best if best is not None else torch.ones_like(elbo, dtype=torch.bool)
+        best = elbo if best is None else torch.where(take, elbo, best)
+        sigma = (torch.full_like(elbo, s) if sigma is None else torch.where(take, s, sigma))
+    return sigma
+
+
+def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NLLConfig,
+                  gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """log p(x_b) for B targets p(z|x_b) ∝ exp(-u0(z) - nll_x(z)), prior exp(-u0) N-normalised
+    by log Z; starts: (B, C, D). Returns (B,) tensors: log_p, se (the importance estimate's
+    delta-method standard error), ess, and floor (min found of nll_x; inf without floor_steps)."""
+    B, C, D = starts.shape
+    M = cfg.samples
+    if M % C:
+        raise ValueError(f"importance samples ({M}) must be a multiple of the chains ({C})")
+
+    def u1(z):
+        return u0(z) + nll_x(z)
+
+    modes, _ = _adam(u1, starts, cfg.descent, cfg.descent_lr)           # (B, C, D)
+
+    def u_target(z):  # -log [p_alpha(z) p(x|z)]: its integral is p(x)
+        return u0(z) + 0.5 * D * LOG_2PI + log_z + nll_x(z)
+
+    loc = modes
+    sigma = cfg.widen * _fit_scale(u_target, modes, cfg, gen).to(modes.dtype)  # (B, C)
+    scale = sigma[..., None, None] * torch.eye(D, dtype=modes.dtype, device=modes.device)
+
+    def u_init(z):  # -log q0(z): the mixture over the modes, normalised
+        return -(torch.logsumexp(_log_t(z, loc, scale, cfg.df), 2) - math.log(C))
+
+    def draw(n):  # n/C from each component: (B, n, D)
+        t = _draw_t((B, C, n // C, D), cfg.df, gen, modes.device, modes.dtype)
+        return (loc.unsqueeze(2) + (scale.unsqueeze(2) @ t.unsqueeze(-1)).squeeze(-1)).reshape(B, n, D)
+
+    zs = draw(M)
+    with torch.no_grad():
+        nll_s = nll_x(zs).double()                                      # (B, M)
+    if cfg.temperatures:   # AIS from q0 to the posterior (one MALA step per temperature)
+        betas = sigmoid_schedule(cfg.temperatures)
+        _, steps, _ = anneal(u_init, u_target, draw(C), betas, None, gen, cfg.step_size)
+        log_w, _, _ = anneal(u_init, u_target, zs, betas, steps, gen)
+    else:                  # plain importance sampling from q0
+        with torch.no_grad():
+            log_w = (u_init(zs) - u_target(zs)).double()
+    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)
+    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
+    ess_b = ess(log_w)
+    if cfg.floor_steps:
+        _, found = _adam(nll_x, loc, cfg.floor_steps, cfg.floor_lr)
+        floor = torch.minimum(found.min(1).values, nll_s.min(1).values)
+    else:
+        floor = torch.full((B,), math.inf, dtype=torch.float64, device=modes.device)
+    return {"log_p": torch.logsumexp(log_w, 1) - math.log(M), "se": se, "ess": ess_b,
+            "floor": floor}
+
+
+def _model_fns(model: LatentEBM, x: torch.Tensor, max_logits: int) -> tuple[Fn, Fn]:
+    """u0 and nll_x of `log_marginals` for the sentences x: (B, T) of a LatentEBM. nll_x scores
+    z: (B, K, D) as B*K decoder rows, cut into calls of at most max_logits logits."""
+    rows = max(1, model.decoder.token_cap(max_logits) // x.size(1))
+
+    def u0(z):
+        return model.prior_energy(z.reshape(-1, z.size(-1))).view(z.shape[:2])
+
+    def nll_x(z):
+        B, K, D = z.shape
+        xs, flat = x.repeat_interleave(K, 0), z.reshape(B * K, D)
+        lp = torch.cat([model.decoder.log_prob(xs[i:i + rows], flat[i:i + rows])
+                        for i in range(0, B * K, rows)])
+        return -lp.view(B, K)
+
+    return u0, nll_x
 
 
 def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig,
-                           log_z: float, generator: torch.Generator
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance-sampling estimates of log p(x) for a batch of id lists, and their Monte Carlo
-    standard errors (delta method: SE(mean w) / mean w) -> two (B,) float64 tensors."""
+                           log_z: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """`log_marginals` for a batch of id lists: (B,) log_p, se, ess, floor (float64)."""
     x = frame(ids).to(model.device)
-    B, D, C, M = x.size(0), model.latent_dim, cfg.chains, cfg.samples
-    z_chain, _ = model.infer(x.repeat_interleave(C, 0), generator=generator)
-    z_chain = z_chain.view(B, C, D)
-    mu = z_chain.mean(1, keepdim=True)                                     # (B, 1, D)
-    std = cfg.widen * z_chain.std(1, keepdim=True) + cfg.min_std
-    eps = torch.randn(B, M, D, generator=generator, device=model.device, dtype=model.dtype)
-    z = mu + std * eps                                                     # (B, M, D)
-    with torch.no_grad():
-        flat = z.reshape(B * M, D)
-        xs = x.repeat_interleave(M, 0)
-        rows = max(1, model.decoder.token_cap(cfg.max_logits) // x.size(1))
-        log_px = torch.cat([model.decoder.log_prob(xs[i:i + rows], flat[i:i + rows])
-                            for i in range(0, B * M, rows)]).view(B, M)
-        log_prior = (-model.prior_energy(flat) - 0.5 * D * LOG_2PI).view(B, M) - log_z
-        log_q = _log_normal(z, mu, std)
-        log_w = (log_px + log_prior - log_q).double()
-    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)              # (B, M), max 1
-    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
-    return torch.logsumexp(log_w, 1) - math.log(M), se
+    B, C, D = x.size(0), cfg.chains, model.latent_dim
+    starts = torch.randn(B, C, D, generator=generator, device=model.device, dtype=model.dtype)
+    starts[:, 0] = model.chain_start(x, generator)
+    u0, nll_x = _model_fns(model, x, cfg.max_logits)
+    with frozen(model):
+        out = log_marginals(u0, nll_x, starts, log_z, cfg, generator)
+    return {k: v.double().cpu() for k, v in out.items()}
+
+
+def partition(model: LatentEBM, cfg: NLLConfig) -> dict:
+    """log Z of the run's prior: AIS (the value used) and plain Monte Carlo beside it. The
+    Gaussian prior's log Z is exactly 0."""
+    if model.prior is None:
+        return {"log_z": 0.0, "estimator": "exact (N(0, I) prior)"}
+    with frozen(model):
+        res = ais_log_z(model.energy, model.latent_dim, cfg.ais, model.device, model.dtype)
+        if cfg.plain_mc_draws:
+            res["plain_mc"] = plain_mc_log_z(model.energy, model.latent_dim, cfg.plain_mc_draws,
+                                             cfg.seed, model.device, model.dtype)
+    return res
 
 
 def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLConfig(),
                    progress=None, state_path: Path | None = None) -> dict:
     """NLL in nats per sentence and the matching perplexity over `ids` (word-id lists).
 
-    Returns {nll, ppl, tokens, sentences, nll_se, nll_mc_se, log_z, log_z_se, chains, samples}.
+    Returns {nll, ppl, tokens, sentences, nll_se, nll_mc_se, log_z (AIS, with its runs' spread,
+    effective sample sizes and plain Monte Carlo beside it), ess (of the importance weights, over
+    sentences), floor (the min_z -log p(x|z) check), estimator, settings}.
     Two standard errors of `nll`: `nll_se` over sentences (std / sqrt(n): how much another test
     sample of this size would move it) and `nll_mc_se`, the estimator's own noise (the per-sentence
-    importance-sampling errors, and log Z's, which shifts every sentence's NLL by the same amount).
+    importance-sampling errors, and the spread of log Z over AIS runs, which shifts every
+    sentence's NLL by the same amount).
     `state_path`: where progress is kept across interruptions (deleted once the estimate is done);
     it is only resumed from when it was made for the same sentences, settings and model.
     """
     model.eval()
-    log_z, log_z_se = log_partition(model, cfg.logz_samples, cfg.seed)
+    z_part = partition(model, cfg)
+    log_z = z_part["log_z"]
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     # The C chains of a batch run as one decoder call (forward and backward to z).
     per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)
     batches = list(by_length(ids, cfg.batch_size, per_batch))
     key = _progress_key(ids, cfg, log_z)
-    done, nlls, ses = _resume(state_path, key, gen)
+    done, parts = _resume(state_path, key, gen)
     for b in range(done, len(batches)):
         batch = [ids[j] for j in batches[b]]
-        log_p, se = sentence_log_marginals(model, batch, cfg, log_z, gen)
-        nlls.append(-log_p)
-        ses.append(se)
+        parts.append(sentence_log_marginals(model, batch, cfg, log_z, gen))
         if state_path is not None:
-            atomic_write(state_path, torch_bytes({"key": key, "batches": b + 1, "nll": torch.cat(nlls),
-                                                  "se": torch.cat(ses), "gen": gen.get_state()}))
+            atomic_write(state_path, torch_bytes({"key": key, "batches": b + 1, "gen": gen.get_state(),
+                                                  **_joined(parts)}))
         if progress:
             progress(len(batch))
-    nll, se = torch.cat(nlls), torch.cat(ses)
+    res = _joined(parts)
+    nll, se, ess_s, floor = -res["log_p"], res["se"], res["ess"], res["floor"]
     n, total, tokens = len(ids), nll.sum().item(), sum(len(s) + 1 for s in ids)
     if state_path is not None:
         Path(state_path).unlink(missing_ok=True)
+    z_sd = z_part.get("std", 0.0)
+    checked = torch.isfinite(floor)
+    margin = (nll - floor)[checked]
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("ais",)}
     return {"nll": total / n, "ppl": math.exp(total / tokens), "tokens": tokens, "sentences": n,
             "nll_se": (nll.std() / math.sqrt(n)).item() if n > 1 else math.inf,
-            "nll_mc_se": math.sqrt(se.pow(2).sum().item() / n ** 2 + log_z_se ** 2),
-            "log_z": log_z, "log_z_se": log_z_se, "chains": cfg.chains, "samples": cfg.samples}
+            "nll_mc_se": math.sqrt(se.pow(2).sum().item() / n ** 2
+                                   + (z_sd if math.isfinite(z_sd) else 0.0) ** 2),
+            "log_z": log_z, "log_z_estimate": z_part,
+            "ess": {"mean": ess_s.mean().item(), "median": ess_s.median().item(),
+                    "min": ess_s.min().item(), "of": cfg.samples},
+            "floor": {"checked": int(checked.sum()), "violations": int((margin < 0).sum()),
+                      "min_margin": margin.min().item() if len(margin) else math.nan,
+                      "mean_floor": floor[checked].mean().item() if len(margin) else math.nan,
+                      "mean_nll": nll[checked].mean().item() if len(margin) else math.nan},
+            "per_sentence": {"nll": nll.tolist(), "floor": floor.tolist(), "ess": ess_s.tolist()},
+            "estimator": ESTIMATOR, "settings": settings}
+
+
+def _joined(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    keys = ("log_p", "se", "ess", "floor")
+    if not parts:
+        return {k: torch.empty(0, dtype=torch.float64) for k in keys}
+    return {k: torch.cat([p[k] for p in parts]) for k in keys}
 
 
 def _progress_key(ids: list[list[int]], cfg: NLLConfig, log_z: float) -> str:
@@ -146,13 +304,13 @@ def _progress_key(ids: list[list[int]], cfg: NLLConfig, log_z: float) -> str:
 
 
 def _resume(state_path: Path | None, key: str, gen: torch.Generator
-            ) -> tuple[int, list[torch.Tensor], list[torch.Tensor]]:
-    """(batches done, their per-sentence NLLs, their SEs) from a progress file made for `key`,
-    with `gen` set to where it stood; nothing done when there is no such file."""
+            ) -> tuple[int, list[dict[str, torch.Tensor]]]:
+    """(batches done, their per-sentence results) from a progress file made for `key`, with
+    `gen` set to where it stood; nothing done when there is no such file."""
     if state_path is None or not Path(state_path).exists():
-        return 0, [], []
+        return 0, []
     saved = load_tensors(Path(state_path), "cpu", "NLL progress file")
     if saved.get("key") != key:
-        return 0, [], []
+        return 0, []
     gen.set_state(saved["gen"])
-    return int(saved["batches"]), [saved["nll"]], [saved["se"]]
+    return int(saved["batches"]), [{k: saved[k] for k in ("log_p", "se", "ess", "floor")}]
