@@ -23,6 +23,12 @@ def test_mutual_information_spans_zero_to_log_n():
     # Every sentence with the same posterior: z says nothing about x.
     same = torch.randn(1, 6, 4, generator=gen).expand(n, 6, 4)
     assert abs(mutual_information(same.contiguous())) < 1e-6
+    # Held-out points far outside the fitted q_i (a posterior wider than its chains showed): the
+    # raw estimate is negative, and only the clipped one reads 0.
+    wide = tight.clone()
+    wide[:, -1] += 50 * torch.randn(n, 4, generator=gen)
+    raw = mutual_information(wide, min_std=1e-3, clip=False)
+    assert raw < -100 and mutual_information(wide, min_std=1e-3) == 0.0
 
 
 def test_chains_that_only_scatter_carry_no_information_and_no_active_units():

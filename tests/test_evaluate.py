@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
 from textebm.api import load
 
@@ -14,7 +15,7 @@ runner = CliRunner()
 TINY = ["--max-steps", "6", "--batch-size", "16", "--k0", "3", "--k1", "3", "--eval-every", "0",
         "--quiet", "--threads", "1"]
 EVAL = ["--num-samples", "60", "--nll-sentences", "12", "--nll-samples", "8",
-        "--diag-sentences", "30", "--json"]
+        "--logz-temperatures", "200", "--diag-sentences", "30", "--json"]
 
 
 @pytest.mark.parametrize("tokenizer", ["word", "spm"])
@@ -52,9 +53,19 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     if tokenizer == "spm":
         assert sum(i == tm.vocab.stoi["<unk>"] for s in ids for i in s) == 0
     torch.set_num_threads(1)
-    direct = importance_nll(tm.model, ids, NLLConfig(samples=8, seed=0))
+    direct = importance_nll(tm.model, ids, NLLConfig(samples=8, seed=0,
+                                                     ais=AISConfig(temperatures=200, seed=0)))
     assert res["nll"]["nll"] == pytest.approx(direct["nll"], rel=1e-6)
     assert res["nll"]["tokens"] == direct["tokens"]
+    # What every NLL carries: the estimator, log Z's runs and spread, the weights' ESS, the floor
+    # check on every sentence, and on demo the grammar's exact NLL of the same sentences.
+    nll = res["nll"]
+    assert nll["estimator"] and len(nll["log_z_estimate"]["per_run"]) == 3
+    assert nll["floor"]["checked"] == 12 and 1 <= nll["ess"]["median"] <= 8
+    check = nll["grammar_check"]
+    assert check["model_minus_exact"] == pytest.approx(nll["nll"] - check["exact_nll"], rel=1e-9)
+    per = json.loads((run / "nll_sentences.json").read_text())
+    assert per["test_index"] == pick and len(per["nll"]) == len(per["floor"]) == 12
 
 
 def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
@@ -133,7 +144,8 @@ def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_
     assert set(first["seconds"]) == {"sampling", "ppl_ngram"}
     monkeypatch.undo()
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "nll",
-                            "--nll-sentences", "0", "--nll-samples", "4", "--json"])
+                            "--nll-sentences", "0", "--nll-samples", "4",
+                            "--logz-temperatures", "200", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "eval.json").read_text())
     from corpora.registry import load_corpus

@@ -67,7 +67,8 @@ def posterior_chains(model: LatentEBM, sents: list[list[int]], chains: int, seed
     return out
 
 
-def mutual_information(z: torch.Tensor, min_std: float = 0.05, held_out: int = 1) -> float:
+def mutual_information(z: torch.Tensor, min_std: float = 0.05, held_out: int = 1,
+                       clip: bool = True) -> float:
     """I(x; z) estimate from chain end points z: (N, C, D), C >= 3.
 
     q(z|x_i) = N(mu_i, diag(std^2)) is fitted to the first C - held_out chains (>= 2): mu_i their
@@ -77,8 +78,10 @@ def mutual_information(z: torch.Tensor, min_std: float = 0.05, held_out: int = 1
     Scoring fresh end points rather than draws from the fitted q_i removes the overfitting bias
     of a few-sample fit (about D / 2C nats: 4 nats at D = 32, C = 4), which otherwise credits a
     collapsed model, whose chains merely scatter, with information. What is left is a small
-    negative bias, so the estimate is clipped at 0: it reads 0 for a collapsed model and log N
-    for posteriors that single out their sentence; values in between are lower bounds at best.
+    negative bias, so the estimate is clipped at 0 (`clip=False`: the raw value, which can be
+    far below 0 where q_i misses the posterior's shape): it reads 0 for a collapsed model and
+    log N for posteriors that single out their sentence; values in between are lower bounds at
+    best.
     """
     n, c, d = z.shape
     fit, test = z[:, :c - held_out], z[:, c - held_out:]
@@ -95,7 +98,8 @@ def mutual_information(z: torch.Tensor, min_std: float = 0.05, held_out: int = 1
                         - 0.5 * d * math.log(2 * math.pi))
         logq = torch.cat(logq).double()
         out.append((logq.diagonal() - (torch.logsumexp(logq, 1) - math.log(n))).mean())
-    return max(0.0, float(torch.stack(out).mean()))
+    raw = float(torch.stack(out).mean())
+    return max(0.0, raw) if clip else raw
 
 
 def active_units(z: torch.Tensor, threshold: float = 0.01) -> int:
@@ -123,6 +127,9 @@ def latent_use(model: LatentEBM, sents: list[list[int]], seed: int = 0, chains: 
     return {"gap_nats_tok": rand - post, "nll_tok_posterior_z": post, "nll_tok_random_z": rand,
             "gap_steps": gap_steps, "active_units": active_units(z),
             "mutual_info": mutual_information(z, held_out=max(1, chains // 3)),
+            # Reported unclipped too: a negative raw value says the estimate failed, not that z
+            # carries nothing (a model with a gap of several nats/token can read 0 when clipped).
+            "mutual_info_raw": mutual_information(z, held_out=max(1, chains // 3), clip=False),
             "mutual_info_max": math.log(len(sub)),
             "sentences": len(sents), "z_norm_posterior": float(z.norm(dim=-1).mean())}
 
