@@ -19,13 +19,15 @@ For the synthetic demo grammar, which knows log p(x) and p(topic | x) exactly (`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from corpora.batching import by_length, frame, scored_tokens
-from textebm.langevin import init_z
-from textebm.model import LatentEBM
+from textebm.ais import AISConfig, ais_log_z, plain_mc_log_z
+from textebm.langevin import descend, init_z
+from textebm.model import LatentEBM, frozen
 
 GAP_STEPS = 200  # posterior steps for the gap (the chain's own schedule, its last step repeated)
 
@@ -132,6 +134,64 @@ def latent_use(model: LatentEBM, sents: list[list[int]], seed: int = 0, chains: 
             "mutual_info_raw": mutual_information(z, held_out=max(1, chains // 3), clip=False),
             "mutual_info_max": math.log(len(sub)),
             "sentences": len(sents), "z_norm_posterior": float(z.norm(dim=-1).mean())}
+
+
+@dataclass
+class CoherenceConfig:
+    """The budget of `prior_coherence`: evaluation's default, and a light one for validation."""
+    samples: int = 2000        # prior-chain samples (the run's K0 and sampling noise)
+    starts: int = 1000         # N(0, I) starts of the descent on U0
+    descent_steps: int = 200
+    descent_lr: float = 0.05
+    ais: AISConfig = field(default_factory=AISConfig)
+    plain_mc_draws: int = 200_000
+
+
+LIGHT_COHERENCE = CoherenceConfig(samples=300, starts=100, descent_steps=100,
+                                  ais=AISConfig(temperatures=500, chains=100, runs=2, pilot_chains=50),
+                                  plain_mc_draws=20_000)
+
+
+def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
+                    cfg: CoherenceConfig = CoherenceConfig()) -> dict:
+    """Is the prior one distribution with the codes it was fitted to (PROTOCOL.md §2c)?
+
+    - E at the posterior codes of `sents` (the run's reading chain): mean and 1st percentile;
+    - E at prior samples (the run's prior chain and sampling noise), and their difference from
+      the codes' mean (`energy_samples_minus_codes`; 0 when the samples land where the codes are);
+    - the deepest E that Adam descent on U0 = E + ||z||^2/2 finds from `starts` N(0, I) starts,
+      and how far below the codes' 1st percentile it lies (`descent_below_codes_p01`: a well that
+      no code fills, which the contrastive update never lifts);
+    - log Z by AIS against plain Monte Carlo (`log_z_ais_minus_plain`: about 0 when N(0, I)
+      covers the prior's mass).
+    Empty for the Gaussian prior (E = 0)."""
+    if model.prior is None:
+        return {}
+    model.eval()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    codes = posterior_chains(model, sents, 1, seed, read=True).squeeze(1)
+    z, _ = model.sample_prior(cfg.samples, generator=gen, noise=model.langevin_cfg.sampling_noise())
+    starts = torch.randn(cfg.starts, model.latent_dim, generator=gen, device=model.device, dtype=model.dtype)
+    with frozen(model):
+        ends, _ = descend(model.prior_energy, starts, cfg.descent_steps, cfg.descent_lr)
+        with torch.no_grad():
+            e_codes, e_samples, e_ends = (model.energy(v).double() for v in (codes, z, ends))
+        ais = ais_log_z(model.energy, model.latent_dim, cfg.ais, model.device, model.dtype)
+        plain = plain_mc_log_z(model.energy, model.latent_dim, cfg.plain_mc_draws, seed,
+                               model.device, model.dtype)
+    p01 = float(torch.quantile(e_codes, 0.01))
+    return {"energy_codes_mean": float(e_codes.mean()), "energy_codes_p01": p01,
+            "energy_samples_mean": float(e_samples.mean()),
+            "energy_samples_minus_codes": float(e_samples.mean() - e_codes.mean()),
+            "descent_energy_min": float(e_ends.min()), "descent_below_codes_p01": p01 - float(e_ends.min()),
+            "log_z_ais": ais["log_z"], "log_z_ais_spread": ais["spread"],
+            "log_z_plain_mc": plain["log_z"], "log_z_plain_mc_ess": plain["ess"],
+            "log_z_ais_minus_plain": ais["log_z"] - plain["log_z"],
+            "coherence_budget": {"samples": cfg.samples, "starts": cfg.starts,
+                                 "descent_steps": cfg.descent_steps,
+                                 "ais_temperatures": cfg.ais.temperatures,
+                                 "ais_chains": cfg.ais.chains, "ais_runs": cfg.ais.runs,
+                                 "plain_mc_draws": cfg.plain_mc_draws, "codes": len(sents)}}
 
 
 def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> float:

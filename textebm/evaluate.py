@@ -165,6 +165,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         log("latent diagnostics")
         ids = tm.encode(test[:cfg.diag_sentences]).ids
         res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
+        res["latent"].update(diagnostics.prior_coherence(tm.model, ids, cfg.seed))
         if tm.config.train.corpus == "demo":
             if not (run_dir / "samples.txt").exists():
                 write_samples(tm, run_dir / "samples.txt", cfg, progress)

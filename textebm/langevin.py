@@ -188,3 +188,23 @@ def energy_and_grad(energy: Energy, z: torch.Tensor) -> tuple[torch.Tensor, torc
         u = energy(z)
         (grad,) = torch.autograd.grad(u.sum(), z)
     return u.detach(), grad.detach()
+
+
+def descend(energy: Energy, z: torch.Tensor, steps: int, lr: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam on energy(z).sum() over z: (..., D), each row independently (Adam is per coordinate):
+    the modes and floors of the likelihood checks, and the deepest wells of a prior. energy maps
+    (..., D) -> (...). Returns the final z and the smallest energy seen per row along the way."""
+    z = z.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    best = torch.full(z.shape[:-1], float("inf"), dtype=torch.float64, device=z.device)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            v = energy(z)
+            best = torch.minimum(best, v.detach().double())
+            v.sum().backward()
+            opt.step()
+    with torch.no_grad():
+        best = torch.minimum(best, energy(z).double())
+    return z.detach(), best

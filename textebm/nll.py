@@ -3,20 +3,25 @@
     log p(x) ≈ logsumexp_m [ log p_alpha(z_m) + log p_beta(x|z_m) - log q(z_m|x) ] - log M,
     log p_alpha(z) = f_alpha(z) + log N(z; 0, I) - log Z(alpha),
 
-log Z(alpha) by annealed importance sampling (textebm.partition), and q fitted per sentence to
-the model's real posterior p(z|x) ∝ exp(-U1(z)), U1 = E(z) + ||z||^2/2 - log p(x|z), whatever
-temperature the training chain runs at:
-  1. C starts: the run's own chain start (g(x), or N(0, I)) and C - 1 draws from N(0, I);
-  2. each descends U1 with Adam (to the nearest mode), then runs MALA at noise 1 (the posterior
-     itself, Metropolis-corrected; its step size tuned per sentence during burn-in);
-  3. q is a mixture over the C chains of diagonal multivariate Student-t densities (heavier
-     tails than the posterior, so that the weights stay bounded): location the chain's mean,
-     scale the chains' pooled spread widened by `widen`. The M samples are split evenly over the
-     components (the deterministic-mixture estimator, unbiased with the mixture as q).
+log Z(alpha) by annealed importance sampling (textebm.ais), and q fitted per sentence to the
+model's real posterior p(z|x) ∝ exp(-U1(z)), U1 = E(z) + ||z||^2/2 - log p(x|z) (noise 1, whatever
+temperature the training chain runs at):
+  1. C starts: the run's own chain start (g(x), or N(0, I)) and C - 1 draws from N(0, I); each
+     descends U1 with Adam to its mode;
+  2. q0 is the even mixture over the C modes of isotropic Gaussians N(mode, sigma^2 I), sigma per
+     mode the one of a grid with the highest evidence lower bound. (A Laplace fit does not work
+     here: a learned E is piecewise linear, the codes sit at its kinks, where U1 rises like |t|
+     in every direction, and a finite-difference Hessian is whatever its step makes it; the
+     bound picks the scale the posterior has.) The M samples are split evenly over the
+     components (the deterministic-mixture estimator, unbiased with the mixture as q);
+  3. with `temperatures` > 0, AIS from q0 to the posterior (MALA at noise 1 at every
+     temperature, step sizes tuned by a pilot pass) replaces plain importance sampling from q0:
+     unbiased for p(x) too, with weights of lower variance (bench/nll_proposal.py measures both).
 Reported with it: each sentence's effective sample size (sum w)^2 / sum w^2 of its weights, and
 a floor no likelihood can cross, −log p(x) ≥ min_z −log p(x|z) (p(x) is an average of p(x|z)):
-the smallest −log p(x|z) found by Adam descent from the chains' means, along the descent and at
-every importance sample. A sentence whose estimate sits below its floor is counted as a violation.
+the smallest −log p(x|z) found by Adam descent from the modes and at every importance sample.
+A sentence whose estimate sits below its floor is counted as a violation: with a floor found by
+descent that is a strong sign of an estimator bug (most often log Z too low), not a proof.
 
 The whole PTB test split costs hours on a CPU core, so `importance_nll` can keep its progress in a
 file (per-batch results and the generator's state, saved after each batch): a rerun over the same
@@ -36,19 +41,19 @@ import torch
 from corpora.batching import by_length, frame
 from corpora.storage import atomic_write, load_tensors, torch_bytes
 from textebm.decoder import MAX_LOGITS
-from textebm.langevin import energy_and_grad
+from textebm.langevin import descend
 from textebm.model import LatentEBM, frozen
 from textebm.ais import AISConfig, ais_log_z, anneal, ess, plain_mc_log_z, sigmoid_schedule
 
 LOG_2PI = math.log(2 * math.pi)
 # The estimator's name in results files; "plain_mc_narrow_q" named the one before it (log Z by
 # plain Monte Carlo, q fitted to the training chain at its own temperature).
-ESTIMATOR = "ais_logz+mala_t_mixture_q"
+ESTIMATOR = "ais_logz+elbo_scaled_mode_mixture_q"
 
 
 @dataclass
 class NLLConfig:
-    chains: int = 4            # C: posterior chains (and q's mixture components) per sentence
+    chains: int = 4            # C: starts (and q0's mixture components) per sentence
     descent: int = 50          # Adam steps on U1 from each start (then one Newton step)
     descent_lr: float = 0.1
     scales: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)  # q0's sigma, by ELBO
@@ -70,24 +75,6 @@ class NLLConfig:
 # Per-sentence pieces of the target, both on z: (B, K, D) -> (B, K): U0(z) = E(z) + ||z||^2/2
 # (the prior energy, without log Z) and -log p(x_b|z).
 Fn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _adam(fn: Fn, z: torch.Tensor, steps: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adam on fn(z).sum() over z: (B, K, D), each row independently (Adam is per coordinate).
-    Returns the final z and the smallest fn value seen per row along the way: (B, K)."""
-    z = z.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-    best = torch.full(z.shape[:2], math.inf, dtype=torch.float64, device=z.device)
-    with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            v = fn(z)
-            best = torch.minimum(best, v.detach().double())
-            v.sum().backward()
-            opt.step()
-    with torch.no_grad():
-        best = torch.minimum(best, fn(z).double())
-    return z.detach(), best
 
 
 def _log_t(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, df: int) -> torch.Tensor:
@@ -150,7 +137,7 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     def u1(z):
         return u0(z) + nll_x(z)
 
-    modes, _ = _adam(u1, starts, cfg.descent, cfg.descent_lr)           # (B, C, D)
+    modes, _ = descend(u1, starts, cfg.descent, cfg.descent_lr)           # (B, C, D)
 
     def u_target(z):  # -log [p_alpha(z) p(x|z)]: its integral is p(x)
         return u0(z) + 0.5 * D * LOG_2PI + log_z + nll_x(z)
@@ -180,7 +167,7 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
     ess_b = ess(log_w)
     if cfg.floor_steps:
-        _, found = _adam(nll_x, loc, cfg.floor_steps, cfg.floor_lr)
+        _, found = descend(nll_x, loc, cfg.floor_steps, cfg.floor_lr)
         floor = torch.minimum(found.min(1).values, nll_s.min(1).values)
     else:
         floor = torch.full((B,), math.inf, dtype=torch.float64, device=modes.device)

@@ -34,7 +34,7 @@ from textebm.api import TextEBM
 from textebm.checkpoint import (CONFIG, load_checkpoint, load_run_files, restore_rng,
                                 save_checkpoint, save_run_files, write_json)
 from textebm.config import RunConfig
-from textebm.diagnostics import latent_use
+from textebm.diagnostics import LIGHT_COHERENCE, latent_use, prior_coherence
 from textebm.ema import EMA_KEY, ema_init, ema_update
 from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
@@ -142,11 +142,16 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
 
 def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
     """Validation NLL/token at the posterior z (the run's own chain) and at random z, whose
-    difference is the latent gap, plus active units and I(x; z) on up to 100 sentences."""
+    difference is the latent gap, plus active units and I(x; z) on up to 100 sentences, and the
+    prior's coherence with the codes on up to 200 (diagnostics.prior_coherence, light budget)."""
     d = latent_use(model, valid_ids, seed, chains=4, gap_steps=None, chain_sentences=100)
+    c = prior_coherence(model, valid_ids[:200], seed, LIGHT_COHERENCE)
+    keep = ("energy_codes_mean", "energy_samples_mean", "energy_samples_minus_codes",
+            "descent_energy_min", "descent_below_codes_p01", "log_z_ais", "log_z_plain_mc")
     return {"val_recon_nll_tok": d["nll_tok_posterior_z"], "val_random_z_nll_tok": d["nll_tok_random_z"],
             "val_gap": d["gap_nats_tok"], "active_units": d["active_units"],
-            "mutual_info": d["mutual_info"]}
+            "mutual_info": d["mutual_info"], "mutual_info_raw": d["mutual_info_raw"],
+            **{k: c[k] for k in keep if k in c}}
 
 
 @dataclass
