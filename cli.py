@@ -263,6 +263,9 @@ PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 w
                          "runs it fast).")
 COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps compiled "
                        "(torch.compile): the same chain, faster after a first call that compiles.")
+SAMPLER = typer.Option("chain", "--sampler", help="chain: the run's short-run prior chain (as "
+                       "trained); mala: Metropolis-adjusted Langevin on the prior, which samples "
+                       "p_alpha itself (its step size tuned over the first half of --steps).")
 LAST_WEIGHTS = typer.Option(False, "--last-weights", help="Read a run trained with --ema with its "
                             "last weights instead of their moving average.")
 
@@ -319,6 +322,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
+           sampler: str = SAMPLER,
            device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE,
            last_weights: bool = LAST_WEIGHTS):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
@@ -333,7 +337,8 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
-                        trace_at=trace_at, profile=bool(trace_at or plot), noise=noise)
+                        trace_at=trace_at, profile=bool(trace_at or plot) and sampler == "chain",
+                        noise=noise, sampler=sampler)
     norms = s.z.norm(dim=-1).tolist()
     energies = s.energy.tolist()
     lines = []
@@ -512,6 +517,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                                 "latent diagnostics (0: skip them)."),
              noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
                                                    "the samples (default: the run's sample_noise0)."),
+             sampler: str = SAMPLER,
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
              parts: str = typer.Option("ppl,nll,latent", "--parts", help="What to compute: ppl "
                                        "(samples, FPPL, RPPL), nll, latent, comma-separated; the "
@@ -529,7 +535,8 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
                      nll_temperatures=nll_temperatures, logz_temperatures=logz_temperatures,
-                     diag_sentences=diag_sentences, noise=noise, seed=seed, precision=precision,
+                     diag_sentences=diag_sentences, noise=noise, sampler=sampler, seed=seed,
+                     precision=precision,
                      parts=parts)
     cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
     run_dir = resolve(checkpoint)

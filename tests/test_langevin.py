@@ -162,3 +162,23 @@ def test_compiled_chain_falls_back_to_the_same_eager_chain(recwarn):
     assert any("running eagerly" in str(w.message) for w in recwarn.list)
     again, _ = chain(z0, 25, 0.4, torch.Generator().manual_seed(2))
     assert torch.equal(again, want) and len(calls) == 3  # no second attempt to compile
+
+
+def test_mala_samples_a_narrow_gaussian_where_the_short_run_chain_is_biased():
+    # Target N(mu, 0.3^2 I) in 32 dimensions, far from the start N(0, I). The unadjusted rule at
+    # the prior chain's s = 0.4 samples a much wider law (its variance is biased by the step);
+    # MALA tunes its step and keeps exp(-U) itself: mean and variance match the target.
+    from textebm.langevin import langevin, mala_chain
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.full((32,), 0.7)
+
+    def energy(z):
+        return 0.5 * ((z - mu) / 0.3).pow(2).sum(-1)
+
+    z0 = torch.randn(2000, 32, generator=gen)
+    z, info = mala_chain(energy, z0, 400, 0.4, gen)
+    assert (z.mean(0) - mu).abs().max() < 0.05
+    assert abs(z.var(0).mean().item() / 0.09 - 1) < 0.1
+    assert 0.4 < info["accept"] < 0.8
+    ula, _ = langevin(energy, z0, 400, 0.4, gen)
+    assert ula.var(0).mean().item() / 0.09 > 1.5

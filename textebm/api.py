@@ -75,6 +75,8 @@ class Samples:
     seed: int
     trace: list[TracePoint] = field(default_factory=list)
     profile: torch.Tensor | None = None
+    sampler: str = "chain"
+    accept: float | None = None  # the MALA sampler's acceptance rate (frozen half)
 
 
 @dataclass
@@ -196,7 +198,8 @@ class TextEBM:
     def sample_chains(self, n: int, steps: int | None = None, step_size: float | None = None,
                       decode: str = "sample", temperature: float = 1.0, seed: int | None = None,
                       max_len: int | None = None, trace_at: Sequence[int] = (),
-                      profile: bool = False, noise: float | None = None) -> Samples:
+                      profile: bool = False, noise: float | None = None,
+                      sampler: str = "chain") -> Samples:
         """n prior chains: z_0 ~ N(0, I), `steps` Langevin steps on U0(z) = E(z) + ||z||^2/2
         (default K0, s0 of the run), then one sentence per z (ancestral or greedy). `noise`: the
         chain's noise scale (default the run's `sampling_noise()`; 1 = Langevin on U0).
@@ -204,6 +207,8 @@ class TextEBM:
         `trace_at`: also decode the same chains after those steps (paper Table 3); `profile`:
         record E(z_k) at every step k. Only the current z is kept, so `steps=2500` costs no
         more memory than `steps=60` (plus (steps+1, n) floats for the profile).
+        `sampler="mala"`: Metropolis-adjusted chains that sample p_alpha itself (no noise scale,
+        no profile; LatentEBM.sample_prior).
         """
         lc = self.config.langevin
         steps = lc.k0 if steps is None else int(steps)
@@ -216,6 +221,10 @@ class TextEBM:
             raise ValueError(f"need steps >= 0 and step size > 0, got {steps} and {step_size}")
         if noise < 0:
             raise ValueError(f"the chain's noise scale must be >= 0, got {noise}")
+        if sampler not in ("chain", "mala"):
+            raise ValueError(f"sampler must be 'chain' or 'mala', got {sampler!r}")
+        if sampler == "mala" and profile:
+            raise ValueError("the MALA sampler records no energy profile; use the chain")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         if temperature <= 0:
@@ -228,18 +237,21 @@ class TextEBM:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
 
+        if sampler == "mala":
+            noise = 1.0  # Metropolis-adjusted Langevin has no noise scale of its own
         gen = _generator(self.device, seed)
         with torch.no_grad():
-            z, info = self.model.sample_prior(n, steps, step_size, gen, noise, trace=profile,
-                                              trace_at=tuple(trace_at), record=self.model.energy)
+            z, info = self.model.sample_prior(n, steps, step_size, gen, noise, sampler=sampler,
+                                              trace=profile, trace_at=tuple(trace_at),
+                                              record=self.model.energy)
         ids = self._decode_z(z, decode, temperature, seed, max_len)
         trace = [TracePoint(k, zk.detach(), self._energy(zk),
                             self.decode(self._decode_z(zk, decode, temperature, seed, max_len)))
                  for k, zk in sorted(info["z_at"].items())]
         return Samples(z=z, energy=self._energy(z), ids=ids, sentences=self.decode(ids),
                        steps=steps, step_size=step_size, noise=noise, decode=decode, seed=seed,
-                       trace=trace,
-                       profile=info["energies"] if profile else None)
+                       trace=trace, profile=info["energies"] if profile else None,
+                       sampler=sampler, accept=info.get("accept"))
 
     def sample(self, n: int, steps: int | None = None, step_size: float | None = None,
                decode: str = "sample", temperature: float = 1.0, seed: int | None = None,

@@ -56,6 +56,7 @@ class EvalConfig:
     logz_temperatures: int = 10000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
+    sampler: str = "chain"          # chain (the run's short-run chain) or mala (p_alpha itself)
     seed: int = 0
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
     parts: str = ",".join(PARTS)    # what to compute; the rest is kept from an existing eval.json
@@ -94,7 +95,8 @@ def write_samples(tm: TextEBM, path: Path, cfg: EvalConfig, progress=None) -> fl
     with open(path, "w", encoding="utf-8") as f:
         for i, start in enumerate(range(0, cfg.num_samples, SAMPLE_CHUNK)):
             n = min(SAMPLE_CHUNK, cfg.num_samples - start)
-            s = tm.sample_chains(n, decode=cfg.decode, seed=cfg.seed + i, noise=cfg.noise)
+            s = tm.sample_chains(n, decode=cfg.decode, seed=cfg.seed + i, noise=cfg.noise,
+                                 sampler=cfg.sampler)
             f.writelines(x + "\n" for x in s.sentences)
             noise = s.noise
             if tick:
@@ -131,7 +133,8 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
         done("sampling")
         samples = SampleFile(run_dir / "samples.txt")
-        res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples)
+        res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples,
+                   sampler=cfg.sampler)
         by_lm = {}
         for lm in lms:
             log(f"FPPL / RPPL under the {lm} judges")
@@ -198,7 +201,7 @@ def _kept(path: Path, parts: list[str]) -> dict:
         return {}
     old = json.loads(path.read_text())
     ppl_keys = {"fppl", "rppl", "real_fppl", "lm", "order", "lstm", "heldout", "samples", "tokens",
-                "oov", "corpus", "by_lm", "decode", "sample_noise", "samples_generated",
+                "oov", "corpus", "by_lm", "decode", "sample_noise", "samples_generated", "sampler",
                 "empty_samples"}
     drop = {"ppl": ppl_keys, "nll": {"nll"}, "latent": {"latent"}}
     seconds_of = {"ppl": ("sampling", "ppl_"), "nll": ("nll",), "latent": ("latent",)}

@@ -22,6 +22,7 @@ so it follows the eager chain to float rounding.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable, Sequence
 
@@ -159,6 +160,31 @@ def mala_step(energy: Energy, z: torch.Tensor, u: torch.Tensor, grad: torch.Tens
     ok = accept(z, prop, u, u_p, grad, g_p, step, generator)
     okd = ok.unsqueeze(-1)
     return torch.where(okd, prop, z), torch.where(ok, u_p, u), torch.where(okd, g_p, grad), ok
+
+
+def mala_chain(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
+               generator: torch.Generator | None = None, target_accept: float = 0.6,
+               trace_at: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict]:
+    """`steps` MALA steps on U = energy from z: (B, D): a chain whose stationary law is exp(-U)
+    itself, at any step size. The step size (shared by the chains) is tuned towards
+    `target_accept` over the first half of the steps and then frozen. Returns the final z and
+    {"accept": the frozen half's acceptance rate, "step_size": the frozen step size,
+    "z_at": {k: z after k steps} for k in trace_at}."""
+    u, g = energy_and_grad(energy, z)
+    s, rates, z_at = float(step_size), [], {}
+    for k in range(steps + 1):
+        if k in trace_at:
+            z_at[k] = z
+        if k == steps:
+            break
+        z, u, g, ok = mala_step(energy, z, u, g, s, generator)
+        rate = ok.float().mean().item()
+        if k < steps // 2:
+            s *= math.exp(0.5 * (rate - target_accept))
+        else:
+            rates.append(rate)
+    return z.detach(), {"accept": sum(rates) / len(rates) if rates else math.nan, "step_size": s,
+                        "z_at": z_at, "energies": []}
 
 
 def propose(z: torch.Tensor, grad: torch.Tensor, step: torch.Tensor | float,

@@ -16,7 +16,7 @@ from torch import nn
 from textebm.config import DecoderConfig, EncoderConfig, LangevinConfig, PriorConfig
 from textebm.decoder import LSTMDecoder
 from textebm.encoder import AmortizedInit
-from textebm.langevin import CompiledChain, init_z, langevin
+from textebm.langevin import CompiledChain, init_z, langevin, mala_chain
 from textebm.prior import EnergyPrior
 
 
@@ -81,7 +81,7 @@ class LatentEBM(nn.Module):
 
     def sample_prior(self, n: int, steps: int | None = None, step_size: float | None = None,
                      generator: torch.Generator | None = None, noise: float | None = None,
-                     **trace) -> tuple[torch.Tensor, dict]:
+                     sampler: str = "chain", **trace) -> tuple[torch.Tensor, dict]:
         """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info.
 
         `noise` is the chain's noise scale (default: the training chain's noise0; samples for
@@ -89,6 +89,9 @@ class LatentEBM(nn.Module):
         chain), `record`, `trace_at=(k, ...)` to `langevin`. A fixed N(0, I) prior is sampled
         exactly, with no chain unless something along the chain is asked for: noise c is then
         z_0 * c, the stationary law N(0, c^2 I) of the chain at that noise.
+        `sampler="mala"`: the chain Metropolis-adjusted (langevin.mala_chain, noise 1, its step
+        size tuned over the first half), which samples p_alpha itself rather than the short-run
+        chain's own distribution; `noise` does not apply to it.
         """
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
@@ -96,6 +99,13 @@ class LatentEBM(nn.Module):
         noise = cfg.noise0 if noise is None else noise
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
         traced = trace.get("trace") or trace.get("trace_at")
+        if sampler == "mala":
+            if trace.get("trace"):
+                raise ValueError("the MALA sampler records no energy profile; use the chain")
+            return mala_chain(self.prior_energy, z0, steps, step_size, generator,
+                              trace_at=tuple(trace.get("trace_at", ())))
+        if sampler != "chain":
+            raise ValueError(f"sampler must be 'chain' or 'mala', got {sampler!r}")
         if self.prior is None and not traced:
             return langevin(self.prior_energy, z0 * noise, 0, step_size, generator, **trace)
         if self.compile_prior and not traced:
