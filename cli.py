@@ -130,6 +130,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                     "'none' for a constant --s1."),
           noise0: Optional[float] = typer.Option(None, "--noise0", help="Prior chain noise scale in "
                                                  "training (1: Langevin)."),
+          prior_sampler: Optional[str] = typer.Option(None, "--prior-sampler", help="The prior "
+                                                      "chain's rule in training and for samples: "
+                                                      "chain (short-run Langevin) or mala "
+                                                      "(Metropolis-adjusted, samples p_alpha)."),
           sample_noise0: Optional[float] = typer.Option(None, "--sample-noise0", help="Prior chain "
                                                         "noise scale when drawing samples (sample, "
                                                         "evaluate; default 0.9, 'paper' preset 1)."),
@@ -207,6 +211,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
                      "compile": compile},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
+                        "prior_sampler": prior_sampler,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
                         "s1_schedule": None if s1_schedule is None else parse_schedule(s1_schedule),
                         "read_schedule": None if read_schedule is None else parse_schedule(read_schedule),
@@ -263,9 +268,10 @@ PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 w
                          "runs it fast).")
 COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps compiled "
                        "(torch.compile): the same chain, faster after a first call that compiles.")
-SAMPLER = typer.Option("chain", "--sampler", help="chain: the run's short-run prior chain (as "
-                       "trained); mala: Metropolis-adjusted Langevin on the prior, which samples "
-                       "p_alpha itself (its step size tuned over the first half of --steps).")
+SAMPLER = typer.Option(None, "--sampler", help="chain: a short-run prior Langevin chain; mala: "
+                       "Metropolis-adjusted Langevin on the prior, which samples p_alpha itself "
+                       "(its step size tuned over the first half of the steps). Default: the "
+                       "run's prior_sampler.")
 LAST_WEIGHTS = typer.Option(False, "--last-weights", help="Read a run trained with --ema with its "
                             "last weights instead of their moving average.")
 
@@ -322,7 +328,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
-           sampler: str = SAMPLER,
+           sampler: Optional[str] = SAMPLER,
            device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE,
            last_weights: bool = LAST_WEIGHTS):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
@@ -337,7 +343,8 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
     if steps is None and trace_at:
         steps = max(tm.config.langevin.k0, trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
-                        trace_at=trace_at, profile=bool(trace_at or plot) and sampler == "chain",
+                        trace_at=trace_at,
+                        profile=bool(trace_at or plot) and (sampler or tm.config.langevin.prior_sampler) == "chain",
                         noise=noise, sampler=sampler)
     norms = s.z.norm(dim=-1).tolist()
     energies = s.energy.tolist()
@@ -517,7 +524,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                                 "latent diagnostics (0: skip them)."),
              noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
                                                    "the samples (default: the run's sample_noise0)."),
-             sampler: str = SAMPLER,
+             sampler: Optional[str] = SAMPLER,
              seed: int = typer.Option(0, "--seed", help="Seed of the samples and of the NLL estimate."),
              parts: str = typer.Option("ppl,nll,latent", "--parts", help="What to compute: ppl "
                                        "(samples, FPPL, RPPL), nll, latent, comma-separated; the "

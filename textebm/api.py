@@ -199,7 +199,7 @@ class TextEBM:
                       decode: str = "sample", temperature: float = 1.0, seed: int | None = None,
                       max_len: int | None = None, trace_at: Sequence[int] = (),
                       profile: bool = False, noise: float | None = None,
-                      sampler: str = "chain") -> Samples:
+                      sampler: str | None = None) -> Samples:
         """n prior chains: z_0 ~ N(0, I), `steps` Langevin steps on U0(z) = E(z) + ||z||^2/2
         (default K0, s0 of the run), then one sentence per z (ancestral or greedy). `noise`: the
         chain's noise scale (default the run's `sampling_noise()`; 1 = Langevin on U0).
@@ -207,8 +207,8 @@ class TextEBM:
         `trace_at`: also decode the same chains after those steps (paper Table 3); `profile`:
         record E(z_k) at every step k. Only the current z is kept, so `steps=2500` costs no
         more memory than `steps=60` (plus (steps+1, n) floats for the profile).
-        `sampler="mala"`: Metropolis-adjusted chains that sample p_alpha itself (no noise scale,
-        no profile; LatentEBM.sample_prior).
+        `sampler`: "chain" or "mala" (default: the run's prior_sampler), Metropolis-adjusted
+        chains that sample p_alpha itself (no noise scale, no profile; LatentEBM.sample_prior).
         """
         lc = self.config.langevin
         steps = lc.k0 if steps is None else int(steps)
@@ -221,6 +221,7 @@ class TextEBM:
             raise ValueError(f"need steps >= 0 and step size > 0, got {steps} and {step_size}")
         if noise < 0:
             raise ValueError(f"the chain's noise scale must be >= 0, got {noise}")
+        sampler = lc.prior_sampler if sampler is None else sampler
         if sampler not in ("chain", "mala"):
             raise ValueError(f"sampler must be 'chain' or 'mala', got {sampler!r}")
         if sampler == "mala" and profile:

@@ -50,6 +50,8 @@ class LangevinConfig:
     k0: int = 60
     s0: float = 0.4
     noise0: float = 1.0          # prior chain noise scale in training (1 = Langevin)
+    prior_sampler: str = "chain"  # the prior chain's rule, in training and for samples: chain
+                                  # (short-run Langevin) or mala (Metropolis-adjusted: p_alpha itself)
     sample_noise0: float | None = None  # prior chain noise when drawing samples; None = noise0
     k1: int = 20
     s1: float = 0.1
@@ -149,6 +151,8 @@ class RunConfig:
             raise ValueError("Langevin steps must be >= 0 and step sizes > 0")
         if min(lc.noise0, lc.noise1, lc.sampling_noise(), lc.posterior_noise(read=True)) < 0:
             raise ValueError("Langevin noise scales must be >= 0")
+        if lc.prior_sampler not in ("chain", "mala"):
+            raise ValueError(f"prior_sampler must be 'chain' or 'mala', got {lc.prior_sampler!r}")
         if lc.init1 not in INIT1:
             raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0 or t.prior_start < 0 or t.prior_updates < 1 \

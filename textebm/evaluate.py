@@ -56,7 +56,7 @@ class EvalConfig:
     logz_temperatures: int = 10000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
-    sampler: str = "chain"          # chain (the run's short-run chain) or mala (p_alpha itself)
+    sampler: str | None = None      # chain (short-run), mala (p_alpha itself); None: the run's
     seed: int = 0
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
     parts: str = ",".join(PARTS)    # what to compute; the rest is kept from an existing eval.json
@@ -132,9 +132,10 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
         noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
         done("sampling")
+        sampler = cfg.sampler or tm.config.langevin.prior_sampler
         samples = SampleFile(run_dir / "samples.txt")
         res.update(decode=cfg.decode, sample_noise=noise, samples_generated=cfg.num_samples,
-                   sampler=cfg.sampler)
+                   sampler=sampler)
         by_lm = {}
         for lm in lms:
             log(f"FPPL / RPPL under the {lm} judges")

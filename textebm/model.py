@@ -81,7 +81,7 @@ class LatentEBM(nn.Module):
 
     def sample_prior(self, n: int, steps: int | None = None, step_size: float | None = None,
                      generator: torch.Generator | None = None, noise: float | None = None,
-                     sampler: str = "chain", **trace) -> tuple[torch.Tensor, dict]:
+                     sampler: str | None = None, **trace) -> tuple[torch.Tensor, dict]:
         """z ~ short-run prior chain: K0 steps from N(0, I). -> z: (n, D), info.
 
         `noise` is the chain's noise scale (default: the training chain's noise0; samples for
@@ -89,7 +89,7 @@ class LatentEBM(nn.Module):
         chain), `record`, `trace_at=(k, ...)` to `langevin`. A fixed N(0, I) prior is sampled
         exactly, with no chain unless something along the chain is asked for: noise c is then
         z_0 * c, the stationary law N(0, c^2 I) of the chain at that noise.
-        `sampler="mala"`: the chain Metropolis-adjusted (langevin.mala_chain, noise 1, its step
+        `sampler` (default the run's prior_sampler) "mala": the chain Metropolis-adjusted (langevin.mala_chain, noise 1, its step
         size tuned over the first half), which samples p_alpha itself rather than the short-run
         chain's own distribution; `noise` does not apply to it.
         """
@@ -99,6 +99,7 @@ class LatentEBM(nn.Module):
         noise = cfg.noise0 if noise is None else noise
         z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
         traced = trace.get("trace") or trace.get("trace_at")
+        sampler = cfg.prior_sampler if sampler is None else sampler
         if sampler == "mala":
             if trace.get("trace"):
                 raise ValueError("the MALA sampler records no energy profile; use the chain")
