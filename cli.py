@@ -514,8 +514,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              nll_sentences: int = typer.Option(0, "--nll-sentences", help="Test sentences for the "
                                                "importance-weighted NLL (0: all; n: a random n, "
                                                "seeded by --seed; -1: skip NLL)."),
-             nll_samples: int = typer.Option(100, "--nll-samples", help="Importance samples per sentence."),
-             nll_temperatures: int = typer.Option(0, "--nll-temperatures", help="AIS temperatures "
+             nll_samples: int = typer.Option(20, "--nll-samples", help="Importance samples (AIS "
+                                             "chains) per sentence, a multiple of 4."),
+             nll_temperatures: int = typer.Option(50, "--nll-temperatures", help="AIS temperatures "
                                                   "from the fitted q0 to each sentence's posterior "
                                                   "(0: plain importance sampling from q0)."),
              logz_temperatures: int = typer.Option(10000, "--logz-temperatures", help="AIS "

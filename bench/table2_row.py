@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--lm", default="ngram,lstm")
     ap.add_argument("--lstm-epochs", type=int, default=30)
     ap.add_argument("--nll-sentences", type=int, default=0, help="0: the whole test split")
-    ap.add_argument("--nll-samples", type=int, default=100)
+    ap.add_argument("--nll-samples", type=int, default=20)
     ap.add_argument("--diag-sentences", type=int, default=500)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="auto")

@@ -51,8 +51,8 @@ class EvalConfig:
     order: int = 5
     lstm_epochs: int = 30           # most epochs of each LSTM LM judge (forward and reverse)
     nll_sentences: int = 0          # 0: the whole test split; n: a random n of it; -1: skip the NLL
-    nll_samples: int = 100
-    nll_temperatures: int = 0       # AIS temperatures from q0 to each posterior (0: plain IS)
+    nll_samples: int = 20           # AIS chains (importance samples) per sentence
+    nll_temperatures: int = 50      # AIS temperatures from q0 to each posterior (0: plain IS)
     logz_temperatures: int = 10000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
