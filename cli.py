@@ -242,6 +242,11 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                   f"{ev['val_recon_nll_tok']:.3f}, at random z {ev['val_random_z_nll_tok']:.3f} "
                   f"(latent gap {ev['val_gap']:.3f}; {ev['active_units']} active units, "
                   f"I(x;z) {ev['mutual_info']:.2f} nats)")
+        if "energy_samples_minus_codes" in ev:
+            err.print(f"  prior: E at samples {ev['energy_samples_mean']:.1f}, at codes "
+                      f"{ev['energy_codes_mean']:.1f}; deepest well {ev['descent_energy_min']:.1f}; "
+                      f"log Z AIS {ev['log_z_ais']:.1f}, plain MC {ev['log_z_plain_mc']:.1f}",
+                      highlight=False)
         for s in ev["samples"]:
             err.print(f"  > {s}", markup=False, highlight=False)
 

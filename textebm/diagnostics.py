@@ -153,11 +153,12 @@ LIGHT_COHERENCE = CoherenceConfig(samples=300, starts=100, descent_steps=100,
 
 
 def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
-                    cfg: CoherenceConfig = CoherenceConfig()) -> dict:
+                    cfg: CoherenceConfig = CoherenceConfig(), sampler: str | None = None) -> dict:
     """Is the prior one distribution with the codes it was fitted to (PROTOCOL.md §2c)?
 
     - E at the posterior codes of `sents` (the run's reading chain): mean and 1st percentile;
-    - E at prior samples (the run's prior chain and sampling noise), and their difference from
+    - E at prior samples (the run's prior chain and sampling noise, or `sampler`), and their
+      difference from
       the codes' mean (`energy_samples_minus_codes`; 0 when the samples land where the codes are);
     - the deepest E that Adam descent on U0 = E + ||z||^2/2 finds from `starts` N(0, I) starts,
       and how far below the codes' 1st percentile it lies (`descent_below_codes_p01`: a well that
@@ -170,7 +171,8 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     codes = posterior_chains(model, sents, 1, seed, read=True).squeeze(1)
-    z, _ = model.sample_prior(cfg.samples, generator=gen, noise=model.langevin_cfg.sampling_noise())
+    z, _ = model.sample_prior(cfg.samples, generator=gen, noise=model.langevin_cfg.sampling_noise(),
+                              sampler=sampler)
     starts = torch.randn(cfg.starts, model.latent_dim, generator=gen, device=model.device, dtype=model.dtype)
     with frozen(model):
         ends, _ = descend(model.prior_energy, starts, cfg.descent_steps, cfg.descent_lr)
