@@ -54,7 +54,7 @@ ESTIMATOR = "ais_logz+elbo_scaled_mode_mixture_q"
 @dataclass
 class NLLConfig:
     chains: int = 4            # C: starts (and q0's mixture components) per sentence
-    descent: int = 50          # Adam steps on U1 from each start (then one Newton step)
+    descent: int = 50          # Adam steps on U1 from each start
     descent_lr: float = 0.1
     scales: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)  # q0's sigma, by ELBO
     fit_samples: int = 8       # draws per mode and scale that choose sigma
@@ -62,8 +62,6 @@ class NLLConfig:
                                # bench/results/nll_proposal_demo.jsonl: 0 reads 2.3 nats high)
     step_size: float = 0.1     # the AIS pilot's first MALA step size
     samples: int = 20          # importance samples (AIS chains) M per sentence, a multiple of C
-    df: int = 0                # q0's Student-t degrees of freedom (0: Gaussian)
-    widen: float = 1.0         # q0's sigma = widen * the scale the bound chose
     floor_steps: int = 50      # Adam steps on -log p(x|z) for the floor (0: no floor)
     floor_lr: float = 0.05
     ais: AISConfig = field(default_factory=AISConfig)
@@ -78,28 +76,13 @@ class NLLConfig:
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _log_t(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, df: int) -> torch.Tensor:
-    """log density of a mixture's components at z: (B, M, D) -> (B, M, C), component c a
-    multivariate Student-t (df = 0: Gaussian) with location loc: (B, C, D) and lower-triangular
-    scale: (B, C, D, D) (covariance scale scale^T for the Gaussian)."""
+def _log_mixture(z: torch.Tensor, loc: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """log q0(z) of the even mixture of N(loc_c, sigma_c^2 I): z: (B, M, D), loc: (B, C, D),
+    sigma: (B, C) -> (B, M)."""
     d = z.size(-1)
-    diff = (z.unsqueeze(2) - loc.unsqueeze(1)).unsqueeze(-1)            # (B, M, C, D, 1)
-    sol = torch.linalg.solve_triangular(scale.unsqueeze(1), diff, upper=False)
-    r2 = sol.squeeze(-1).pow(2).sum(-1)                                 # (B, M, C)
-    log_det = torch.diagonal(scale, dim1=-2, dim2=-1).abs().log().sum(-1).unsqueeze(1)
-    if df == 0:
-        return -0.5 * r2 - log_det - 0.5 * d * LOG_2PI
-    return (math.lgamma((df + d) / 2) - math.lgamma(df / 2) - 0.5 * d * math.log(df * math.pi)
-            - log_det - 0.5 * (df + d) * torch.log1p(r2 / df))
-
-
-def _draw_t(shape: tuple[int, ...], df: int, gen: torch.Generator, device, dtype) -> torch.Tensor:
-    """Standard (location 0, scale 1) multivariate t draws of shape (..., D)."""
-    eps = torch.randn(shape, generator=gen, device=device, dtype=dtype)
-    if df == 0:
-        return eps
-    chi2 = torch.randn((*shape[:-1], df), generator=gen, device=device, dtype=dtype).pow(2).sum(-1)
-    return eps / (chi2 / df).sqrt().unsqueeze(-1)
+    r2 = (z.unsqueeze(2) - loc.unsqueeze(1)).pow(2).sum(-1) / sigma.unsqueeze(1).pow(2)  # (B, M, C)
+    log_c = -0.5 * r2 - d * sigma.log().unsqueeze(1) - 0.5 * d * LOG_2PI
+    return torch.logsumexp(log_c, 2) - math.log(loc.size(1))
 
 
 def _fit_scale(u_target: Fn, modes: torch.Tensor, cfg: NLLConfig, gen: torch.Generator
@@ -143,16 +126,14 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     def u_target(z):  # -log [p_alpha(z) p(x|z)]: its integral is p(x)
         return u0(z) + 0.5 * D * LOG_2PI + log_z + nll_x(z)
 
-    loc = modes
-    sigma = cfg.widen * _fit_scale(u_target, modes, cfg, gen).to(modes.dtype)  # (B, C)
-    scale = sigma[..., None, None] * torch.eye(D, dtype=modes.dtype, device=modes.device)
+    sigma = _fit_scale(u_target, modes, cfg, gen).to(modes.dtype)      # (B, C)
 
     def u_init(z):  # -log q0(z): the mixture over the modes, normalised
-        return -(torch.logsumexp(_log_t(z, loc, scale, cfg.df), 2) - math.log(C))
+        return -_log_mixture(z, modes, sigma)
 
     def draw(n):  # n/C from each component: (B, n, D)
-        t = _draw_t((B, C, n // C, D), cfg.df, gen, modes.device, modes.dtype)
-        return (loc.unsqueeze(2) + (scale.unsqueeze(2) @ t.unsqueeze(-1)).squeeze(-1)).reshape(B, n, D)
+        eps = torch.randn(B, C, n // C, D, generator=gen, device=modes.device, dtype=modes.dtype)
+        return (modes.unsqueeze(2) + sigma[..., None, None] * eps).reshape(B, n, D)
 
     zs = draw(M)
     with torch.no_grad():
@@ -168,7 +149,7 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
     ess_b = ess(log_w)
     if cfg.floor_steps:
-        _, found = descend(nll_x, loc, cfg.floor_steps, cfg.floor_lr)
+        _, found = descend(nll_x, modes, cfg.floor_steps, cfg.floor_lr)
         floor = torch.minimum(found.min(1).values, nll_s.min(1).values)
     else:
         floor = torch.full((B,), math.inf, dtype=torch.float64, device=modes.device)
@@ -238,8 +219,10 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     z_part = partition(model, cfg)
     log_z = z_part["log_z"]
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
-    # The C chains of a batch run as one decoder call (forward and backward to z).
-    per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // cfg.chains)
+    # A batch's C descents (and its M AIS chains) run as one decoder call (forward and backward
+    # to z), so the rows per call stay within the token cap.
+    rows = max(cfg.chains, cfg.samples if cfg.temperatures else 1)
+    per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // rows)
     batches = list(by_length(ids, cfg.batch_size, per_batch))
     key = _progress_key(ids, cfg, log_z)
     done, parts = _resume(state_path, key, gen)
