@@ -34,6 +34,8 @@ def friendly(fn):
         from corpora import CorpusError
         from textebm.checkpoint import CheckpointError
         from textebm.train import DivergenceError
+        from corpora.interrupt import raise_on_signals
+        raise_on_signals()   # SIGTERM and SIGHUP stop a command as Ctrl-C does
         try:
             return fn(*args, **kwargs)
         except DivergenceError as e:
@@ -42,9 +44,12 @@ def friendly(fn):
         except (CorpusError, CheckpointError, ValueError, FileNotFoundError) as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
-            err.print("interrupted; state saved where a run was in progress")
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:
+            name, code = getattr(e, "name", "SIGINT"), getattr(e, "exit_code", 130)
+            err.print(f"interrupted ({name}); state saved where a run was in progress (train: "
+                      f"continue with --resume RUN; evaluate and lm lstm: run the same command "
+                      f"again)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code)
     return wrapper
 
 
@@ -195,6 +200,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     from textebm.config import for_corpus, override
     from textebm.device import pick_device
     from textebm.plots import plot_curves
+    from corpora.interrupt import RunLock
     from textebm.runs import mark_latest, new_run_dir
     from textebm import distributed
     from textebm.train import TrainSetup, train as train_model
@@ -222,6 +228,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
     cfg.validate()
     if resume:
         run_dir = resume
+        if max_steps is None:  # a resume without --max-steps trains to the run's recorded length
+            from textebm.checkpoint import load_run_files
+            cfg.train.max_steps = load_run_files(resume)[0].train.max_steps
         # A resumed run keeps its recorded settings; only --max-steps / --time-budget may extend it.
         ignored = [f"{sec}.{k}" for sec, d in cli.items() for k, v in d.items()
                    if v is not None and k not in ("max_steps", "time_budget")]
@@ -250,6 +259,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         for s in ev["samples"]:
             err.print(f"  > {s}", markup=False, highlight=False)
 
+    # One writer per run folder: a second train on it refuses while this one lives.
+    lock = RunLock(Path(run_dir), "textebm train", create=not resume).acquire() if ranks.main else None
     if ranks.main:
         mark_latest(run_dir) if not resume else None
         err.print(f"run folder: {run_dir}" + (f" ({ranks.world} processes)" if ranks.world > 1 else ""))
@@ -259,6 +270,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                               on_eval=on_eval)
     finally:
         distributed.close()
+        if lock:
+            lock.release()
     if ranks.main:
         mark_latest(run_dir)
         plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")

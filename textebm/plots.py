@@ -1,14 +1,17 @@
 """Training curves from metrics.jsonl (matplotlib, no display needed)."""
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
+
+from corpora.storage import read_jsonl
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """(training lines, validation lines) of a metrics.jsonl; a line cut short is skipped with a
+    warning."""
     steps, evals = [], []
-    for line in Path(path).read_text().splitlines():
-        m = json.loads(line)
+    for m in read_jsonl(path, warn=lambda msg: warnings.warn(msg, RuntimeWarning)):
         (evals if m.get("kind") == "eval" else steps).append(m)
     return steps, evals
 

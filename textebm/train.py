@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
-import threading
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,8 +25,10 @@ import numpy as np
 import torch
 
 from corpora.batching import Batches, frame, scored_tokens
+from corpora.interrupt import DeferredStop
 from corpora.progress import Bar
 from corpora.registry import Corpus
+from corpora.storage import append_line, trim_jsonl
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.api import TextEBM
@@ -252,8 +253,16 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
     # The model as `textebm sample` sees it: validation samples are drawn the same way.
     view = TextEBM(model, vocab, cfg, out)
-    # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live.
-    metrics_f = open(out / "metrics.jsonl", "a", buffering=1) if ranks.main else None
+    # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live. A resume first
+    # drops the lines past the checkpoint's step (written after the last save, written again
+    # now) and a last line cut short by kill -9 or a full disk.
+    metrics_path = out / "metrics.jsonl"
+    if setup.resume and ranks.main:
+        dropped = trim_jsonl(metrics_path, lambda m: m.get("step", 0) <= step)
+        if dropped:
+            warnings.warn(f"{metrics_path}: dropped {dropped} line(s) past step {step} or cut short",
+                          RuntimeWarning)
+    metrics_f = open(metrics_path, "a", buffering=1) if ranks.main else None
     bar = Bar("train", t.max_steps, step) if setup.progress and ranks.main else None
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
@@ -266,11 +275,11 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     def out_of_time() -> bool:  # rank 0's clock decides, so all ranks stop at the same step
         return budget_s < math.inf and broadcast_object(seconds() >= budget_s, ranks)
 
-    stop = _StopOnInterrupt()
+    # Ctrl-C, SIGTERM, SIGHUP: the iteration in progress finishes, then the state is saved.
+    stop = DeferredStop()
     try:
         while step < t.max_steps and not out_of_time():
-            if stop.requested:
-                raise KeyboardInterrupt
+            stop.check()
             epoch, pos = divmod(step, len(batches))
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: batches.indices(epoch)}
@@ -301,7 +310,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                            tok_s=tokens_seen / max(time.time() - t0, 1e-9), seconds=seconds())
             if not ranks.main:
                 continue
-            metrics_f.write(json.dumps(metrics) + "\n")
+            append_line(metrics_path, json.dumps(metrics), metrics_f)
             if bar:
                 bar.update(step, _bar_info(metrics, last_eval))
             last = step == t.max_steps or seconds() >= budget_s
@@ -309,7 +318,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                 shown = view.sample_chains(t.samples_shown, seed=t.seed + 2).sentences
                 last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
                              "samples": shown}
-                metrics_f.write(json.dumps(last_eval) + "\n")
+                append_line(metrics_path, json.dumps(last_eval), metrics_f)
                 metrics_f.flush()
                 if on_eval:
                     on_eval(last_eval)
@@ -337,29 +346,6 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                "precision": t.precision_used, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-class _StopOnInterrupt:
-    """Ctrl-C finishes the current iteration first, so the saved state is a whole step.
-
-    (An interrupt between the decoder and prior updates would otherwise save a half step and
-    break the bit-for-bit resume.) A second Ctrl-C interrupts at once.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def _bar_info(metrics: dict, ev: dict) -> str:
