@@ -10,6 +10,7 @@ cut to `max_len` (`on_long="cut"`), and counted, so one runaway line cannot exha
 """
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ def normalise(tokens: list[str], corpus: str) -> list[str]:
     return tokens
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file; a clear error for a missing, empty or non-UTF-8 file."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's text; a clear error for a missing, empty or non-UTF-8 file."""
     if not path.is_file():
         raise CorpusError(f"missing file: {path}")
     data = path.read_bytes()
@@ -54,9 +55,15 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as e:
         raise CorpusError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); "
                           "convert it, e.g. with iconv -f latin1 -t utf-8") from None
+    del data
     if not text.strip():
         raise CorpusError(f"{path} is empty: it holds no sentences")
-    return text.splitlines()
+    return text
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file; a clear error for a missing, empty or non-UTF-8 file."""
+    return read_text(path).splitlines()
 
 
 def read_sentences(path: Path, corpus: str, max_len: int, on_long: str = "drop",
@@ -67,20 +74,22 @@ def read_sentences(path: Path, corpus: str, max_len: int, on_long: str = "drop",
     stats = stats if stats is not None else ReadStats()
     limit = min(max_len, SNLI_MAX_LEN) if corpus == "snli" else max_len
     out = []
-    for line in read_lines(path):
+    words: dict[str, str] = {}   # one string object per word type, shared by every sentence
+    for line in io.StringIO(read_text(path), newline=None):  # line by line, any line ending
         stats.lines += 1
-        toks = line.split()
+        # At most limit + 1 pieces: an over-long line (even a million tokens) is never split
+        # into a list of all its words; its last piece is the unsplit rest.
+        toks = line.split(maxsplit=limit)
         if not toks:
             stats.empty += 1
             continue
-        toks = normalise(toks, corpus)
         if len(toks) > limit:
             if on_long == "drop" or corpus == "snli":
                 stats.long_dropped += 1
                 continue
             stats.long_cut += 1
             toks = toks[:limit]
-        out.append(toks)
+        out.append([words.setdefault(w, w) for w in normalise(toks, corpus)])
     if not out:
         raise CorpusError(f"{path} has no usable sentences ({stats.empty} empty, "
                           f"{stats.long_dropped} longer than {limit} tokens)")

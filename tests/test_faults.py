@@ -146,3 +146,31 @@ def test_a_metrics_line_cut_short_is_skipped_and_repaired_on_resume(demo, tmp_pa
         run(small_cfg(4, save_every=1), demo, tmp_path, resume=True)
     lines = metrics.read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4]
+
+
+def test_a_million_token_line_is_never_split_into_a_million_strings(tmp_path):
+    # One runaway line (10^6 tokens, 2 MB) among ordinary ones: dropped (or cut) while reading,
+    # with the reader's peak memory far below the ~60 MB a list of its words would take.
+    import tracemalloc
+    from corpora.preprocess import ReadStats, read_sentences
+    f = tmp_path / "huge.txt"
+    f.write_text("the cat sat .\n" + "w " * 1_000_000 + "\n" + "a dog ran .\n")
+    for on_long, kept in (("drop", 2), ("cut", 3)):
+        stats = ReadStats()
+        tracemalloc.start()
+        sents = read_sentences(f, "mine", 400, on_long, stats)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(sents) == kept and peak < 20e6, (on_long, peak)
+        assert (stats.long_dropped, stats.long_cut) == ((1, 0) if on_long == "drop" else (0, 1))
+    assert sents[1] == ["w"] * 400
+
+
+def test_sentences_share_one_string_per_word_type(tmp_path):
+    # 10^6 sentences of 20 tokens would be 20 million string objects; one per word type keeps a
+    # corpus of that size near 200 MB of pointers (bench/huge_inputs.py measures it).
+    from corpora.preprocess import read_sentences
+    f = tmp_path / "many.txt"
+    f.write_text("".join(f"the cat number {i % 7} sat .\n" for i in range(1000)))
+    sents = read_sentences(f, "mine", 400)
+    assert sents[0][0] is sents[999][0] and sents[3][3] is sents[10][3]
