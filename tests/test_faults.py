@@ -174,3 +174,19 @@ def test_sentences_share_one_string_per_word_type(tmp_path):
     f.write_text("".join(f"the cat number {i % 7} sat .\n" for i in range(1000)))
     sents = read_sentences(f, "mine", 400)
     assert sents[0][0] is sents[999][0] and sents[3][3] is sents[10][3]
+
+
+def test_sigterm_and_sighup_raise_what_ctrl_c_raises():
+    # Every command installs this: evaluate's kept parts and NLL progress, and lm lstm's epochs,
+    # are saved by their `except KeyboardInterrupt`, so SIGTERM and SIGHUP must land there too.
+    from corpora.interrupt import SIGNALS, Interrupted, raise_on_signals
+    old = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        raise_on_signals()
+        for s, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+            with pytest.raises(KeyboardInterrupt) as e:
+                signal.raise_signal(s)
+            assert isinstance(e.value, Interrupted) and e.value.exit_code == code
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
