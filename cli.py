@@ -288,8 +288,9 @@ COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps com
                        "(torch.compile): the same chain, faster after a first call that compiles.")
 SAMPLER = typer.Option(None, "--sampler", help="chain: a short-run prior Langevin chain; mala: "
                        "Metropolis-adjusted Langevin on the prior, which samples p_alpha itself "
-                       "(its step size tuned over the first half of the steps). Default: the "
-                       "run's prior_sampler.")
+                       "(its step size tuned over the first half of the steps); aggregate "
+                       "(evaluate only): a full-covariance Gaussian fitted to the posterior codes "
+                       "of 5,000 training sentences. Default: the run's prior_sampler.")
 LAST_WEIGHTS = typer.Option(False, "--last-weights", help="Read a run trained with --ema with its "
                             "last weights instead of their moving average.")
 

@@ -282,3 +282,33 @@ def test_cli_bad_input(run_dir, tmp_path):
     assert "trace steps" in _one_line_error(
         runner.invoke(app, ["sample", "--checkpoint", str(run_dir), "--steps", "5",
                             "--trace", "0,10"]))
+
+
+def test_aggregate_sampler_draws_from_the_fitted_gaussian(m, demo):
+    # The ex-post Gaussian: fitted to the codes `infer` gives training sentences; its draws have
+    # that mean and covariance (the baseline a user would fit instead of an EBM).
+    with pytest.raises(ValueError, match="fit_aggregate"):
+        textebm.load(m.run_dir).sample_chains(2, sampler="aggregate")
+    sents = _train_sentences(demo, 300)
+    info = m.fit_aggregate(sents)
+    codes = m.infer(sents).double()
+    assert info["sentences"] == 300 and info["mean_norm"] == pytest.approx(float(codes.mean(0).norm()))
+    s = m.sample_chains(4000, sampler="aggregate", seed=0, max_len=3)
+    assert len(s.sentences) == 4000 and s.sampler == "aggregate"
+    z = s.z.double()
+    assert (z.mean(0) - codes.mean(0)).abs().max() < 0.15
+    assert (torch.cov(z.T) - torch.cov(codes.T)).abs().max() < 0.2 * torch.cov(codes.T).diagonal().max()
+
+
+def test_mala_sampler_lands_where_the_prior_is_low(m):
+    # Metropolis-adjusted chains sample p_alpha: their mean U0 is not above the short-run
+    # chain's, and they record their acceptance rate.
+    chain = m.sample_chains(300, steps=100, seed=0, max_len=3, noise=1.0)
+    mala = m.sample_chains(300, steps=100, seed=0, max_len=3, sampler="mala")
+
+    def u0(z):
+        with torch.no_grad():
+            return float(m.model.prior_energy(z).mean())
+
+    assert mala.sampler == "mala" and 0.3 < mala.accept < 0.9
+    assert u0(mala.z) <= u0(chain.z) + 1.0

@@ -38,6 +38,9 @@ DECODE_MAX_LEN_OTHER = 100
 # Offset between the chain's seed and the decoder's seed: decoding draws from its own stream,
 # so the sentence decoded at a trace step K equals the final sample of a K-step chain.
 _DECODE_SEED_OFFSET = 7919
+# Where sampled z come from: the run's short-run prior chain, Metropolis-adjusted Langevin on the
+# prior (p_alpha itself), or a Gaussian fitted to the aggregate posterior (`fit_aggregate`).
+SAMPLERS = ("chain", "mala", "aggregate")
 
 
 @dataclass
@@ -149,6 +152,7 @@ class TextEBM:
         self.weights = weights  # "last", or "average": the run's weight average (train.ema)
         # Runs trained on subword pieces keep their sentencepiece model beside the vocabulary.
         self.tokenizer = run_tokenizer(run_dir) if run_dir is not None else None
+        self.aggregate: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, chol): fit_aggregate
 
     @property
     def device(self) -> torch.device:
@@ -222,10 +226,10 @@ class TextEBM:
         if noise < 0:
             raise ValueError(f"the chain's noise scale must be >= 0, got {noise}")
         sampler = lc.prior_sampler if sampler is None else sampler
-        if sampler not in ("chain", "mala"):
-            raise ValueError(f"sampler must be 'chain' or 'mala', got {sampler!r}")
-        if sampler == "mala" and profile:
-            raise ValueError("the MALA sampler records no energy profile; use the chain")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if sampler != "chain" and (profile or trace_at):
+            raise ValueError(f"the {sampler} sampler records no trace or energy profile; use the chain")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         if temperature <= 0:
@@ -241,10 +245,18 @@ class TextEBM:
         if sampler == "mala":
             noise = 1.0  # Metropolis-adjusted Langevin has no noise scale of its own
         gen = _generator(self.device, seed)
-        with torch.no_grad():
-            z, info = self.model.sample_prior(n, steps, step_size, gen, noise, sampler=sampler,
-                                              trace=profile, trace_at=tuple(trace_at),
-                                              record=self.model.energy)
+        if sampler == "aggregate":
+            if self.aggregate is None:
+                raise ValueError("sampler 'aggregate' needs fit_aggregate(training sentences) first")
+            mu, chol = self.aggregate
+            eps = torch.randn(n, self.latent_dim, generator=gen, device=self.device, dtype=mu.dtype)
+            z, info = (mu + eps @ chol.T).to(self.model.dtype), {"z_at": {}, "energies": []}
+            steps, noise, trace_at, profile = 0, 1.0, [], False
+        else:
+            with torch.no_grad():
+                z, info = self.model.sample_prior(n, steps, step_size, gen, noise, sampler=sampler,
+                                                  trace=profile, trace_at=tuple(trace_at),
+                                                  record=self.model.energy)
         ids = self._decode_z(z, decode, temperature, seed, max_len)
         trace = [TracePoint(k, zk.detach(), self._energy(zk),
                             self.decode(self._decode_z(zk, decode, temperature, seed, max_len)))
@@ -292,6 +304,18 @@ class TextEBM:
         for pos, x in self._chunks(ids):
             z[pos.to(self.device)], _ = self.model.infer(x, steps, step_size, gen, read=True)
         return z
+
+    def fit_aggregate(self, sentences: Sequence[str | Sequence[str]], seed: int = 0) -> dict:
+        """Fit a full-covariance Gaussian N(mu, S) to the aggregate posterior: the codes `infer`
+        gives `sentences` (training sentences). `sample_chains(sampler="aggregate")` then draws
+        z from it: the ex-post density of two-stage VAEs and RAEs, what a user would fit instead
+        of an EBM. Returns {sentences, mean_norm, mean_std}."""
+        z = self.infer(sentences, seed=seed).double()
+        mu = z.mean(0)
+        cov = torch.cov(z.T) + 1e-6 * torch.eye(z.size(1), dtype=z.dtype, device=z.device)
+        self.aggregate = (mu, torch.linalg.cholesky(cov))
+        return {"sentences": len(z), "mean_norm": float(mu.norm()),
+                "mean_std": float(cov.diagonal().sqrt().mean())}
 
     @torch.no_grad()
     def log_joint(self, sentences: Sequence[str | Sequence[str]], z: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ SAMPLE_CHUNK = 10_000  # samples generated, written to samples.txt and dropped a
 LMS = ("ngram", "lstm")
 PARTS = ("ppl", "nll", "latent")
 NLL_PROGRESS = "nll.progress.pt"
+AGGREGATE_FIT = 5000   # training sentences whose codes the ex-post Gaussian is fitted to
 
 
 @dataclass
@@ -56,7 +57,8 @@ class EvalConfig:
     logz_temperatures: int = 10000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
-    sampler: str | None = None      # chain (short-run), mala (p_alpha itself); None: the run's
+    sampler: str | None = None      # chain (short-run), mala (p_alpha itself), aggregate (a
+                                    # Gaussian fitted to the codes); None: the run's
     seed: int = 0
     precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
     parts: str = ",".join(PARTS)    # what to compute; the rest is kept from an existing eval.json
@@ -128,6 +130,10 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         if read.long_dropped:
             log(f"note: {read.long_dropped} test sentences longer than {corpus.max_len} tokens "
                 f"were dropped (the run's max_len; on_long={corpus.on_long})")
+    if cfg.sampler == "aggregate" and ("ppl" in parts or not (run_dir / "samples.txt").exists()):
+        # The ex-post Gaussian: fitted to the codes of (up to) AGGREGATE_FIT training sentences.
+        log("fitting a Gaussian to the aggregate posterior")
+        res["aggregate_fit"] = tm.fit_aggregate(corpus.train[:AGGREGATE_FIT], cfg.seed)
     if "ppl" in parts:
         log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
         noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
@@ -203,6 +209,7 @@ def _kept(path: Path, parts: list[str]) -> dict:
     old = json.loads(path.read_text())
     ppl_keys = {"fppl", "rppl", "real_fppl", "lm", "order", "lstm", "heldout", "samples", "tokens",
                 "oov", "corpus", "by_lm", "decode", "sample_noise", "samples_generated", "sampler",
+                "aggregate_fit",
                 "empty_samples"}
     drop = {"ppl": ppl_keys, "nll": {"nll"}, "latent": {"latent"}}
     seconds_of = {"ppl": ("sampling", "ppl_"), "nll": ("nll",), "latent": ("latent",)}
