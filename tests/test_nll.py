@@ -200,3 +200,14 @@ def test_interrupted_nll_resumes_to_the_same_numbers(tmp_path):
     rest.clear()
     assert timeless(importance_nll(m, sents, other, progress=rest.append, state_path=state)) == \
         timeless(importance_nll(m, sents, other)) and sum(rest) == len(sents)
+
+
+def test_per_sentence_results_come_back_in_input_order():
+    # Batches run in length order; each sentence's NLL must be reported at its own index (the
+    # demo grammar check pairs them with the exact NLL of the same sentence).
+    m = model_1d()
+    sents = [[4, 5, 6, 7], [6], [5, 5], [7, 4, 5, 6, 4]]
+    exact, _ = exact_log_marginals(m, sents)
+    res = importance_nll(m, sents, NLLConfig(samples=40, seed=3, batch_size=1, **FAST))
+    got = torch.tensor(res["per_sentence"]["nll"], dtype=torch.float64)
+    assert torch.allclose(got, -exact.double(), atol=0.05), (got, -exact)

@@ -234,7 +234,9 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
                                                   **_joined(parts)}))
         if progress:
             progress(len(batch))
-    res = _joined(parts)
+    # Batches run in length order; the per-sentence results go back to the order of `ids`.
+    order = torch.as_tensor([j for ix in batches for j in ix])
+    res = {k: torch.empty_like(v).index_copy_(0, order, v) for k, v in _joined(parts).items()}
     nll, se, ess_s, floor = -res["log_p"], res["se"], res["ess"], res["floor"]
     n, total, tokens = len(ids), nll.sum().item(), sum(len(s) + 1 for s in ids)
     if state_path is not None:
@@ -254,6 +256,7 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
                       "min_margin": margin.min().item() if len(margin) else math.nan,
                       "mean_floor": floor[checked].mean().item() if len(margin) else math.nan,
                       "mean_nll": nll[checked].mean().item() if len(margin) else math.nan},
+            # In the order of `ids`.
             "per_sentence": {"nll": nll.tolist(), "floor": floor.tolist(), "ess": ess_s.tolist()},
             "estimator": ESTIMATOR, "settings": settings}
 
