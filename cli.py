@@ -435,6 +435,67 @@ def interpolate(a: str = typer.Argument(..., help="First sentence (t = 0)."),
     for t, sent in zip(r.t.tolist(), r.sentences):
         print(f"t={t:.2f}  {sent}")
 
+@app.command()
+@friendly
+def score(input_file: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                            help="Text file, one sentence per line."),
+          checkpoint: Optional[Path] = CHECKPOINT,
+          fast: bool = typer.Option(False, "--fast", help="log p(x, z) at the posterior z (the "
+                                    "run's reading chain; no log Z) instead of the "
+                                    "importance-weighted log p(x)."),
+          samples: int = typer.Option(20, "--samples", help="AIS chains per sentence (a multiple of 4)."),
+          temperatures: int = typer.Option(50, "--temperatures", help="AIS temperatures per sentence."),
+          logz_temperatures: int = typer.Option(10000, "--logz-temperatures", help="AIS "
+                                                "temperatures of log Z."),
+          seed: int = typer.Option(0, "--seed"),
+          out_file: Optional[Path] = typer.Option(None, "--out", help="Write the JSON lines to FILE."),
+          device: str = DEVICE):
+    """Score each sentence of FILE with a trained model (the paper's anomaly score, §4.4): one
+    JSON line per sentence with log p(x) (or, --fast, log p(x, z) at the posterior z), its
+    tokens and unknown words, then one line of what the scores share (log Z, the method)."""
+    from corpora.preprocess import read_lines
+    from textebm.ais import AISConfig
+    from textebm.nll import NLLConfig
+    from textebm.score import score_sentences
+    sentences = [ln for ln in read_lines(input_file) if ln.strip()]
+    tm = _open_run(checkpoint, device)
+    _note_unknown(tm.encode(sentences).unknown)
+    cfg = NLLConfig(samples=samples, temperatures=temperatures, seed=seed,
+                    ais=AISConfig(temperatures=logz_temperatures, seed=seed))
+    rows, shared = score_sentences(tm, sentences, fast, cfg, seed)
+    text = "".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"summary": shared}) + "\n"
+    if out_file:
+        out_file.write_text(text)
+        err.print(f"wrote {len(rows)} scores to {out_file}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+@friendly
+def runs(root: Optional[Path] = typer.Argument(None, help="Folder to search (default: runs/, or "
+                                                "$TEXTEBM_RUNS)."),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object per run.")):
+    """One line per run folder: corpus, recipe, steps, training time, last validation, FPPL /
+    RPPL / NLL where evaluated, and status (finished, interrupted, training)."""
+    from textebm.runs import list_runs, runs_root
+    rows = list_runs(root or runs_root())
+    if as_json:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    if not rows:
+        err.print(f"no runs under {root or runs_root()}")
+        return
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    print(f"{'run':<32} {'corpus':<8} {'recipe':<22} {'steps':>11} {'train s':>8} "
+          f"{'val nll':>8} {'gap':>6} {'FPPL':>8} {'RPPL':>8} {'NLL':>8}  status")
+    for r in rows:
+        print(f"{r['run'][-32:]:<32} {str(r['corpus'])[:8]:<8} {r['recipe'][:22]:<22} "
+              f"{str(r['steps']) + '/' + str(r['max_steps']):>11} {fmt(r['train_seconds'], '.0f'):>8} "
+              f"{fmt(r['val_nll_tok'], '.3f'):>8} {fmt(r['val_gap'], '.3f'):>6} {fmt(r['fppl'], '.1f'):>8} "
+              f"{fmt(r['rppl'], '.1f'):>8} {fmt(r['nll'], '.2f'):>8}  {r['status']}")
+
+
 # ---- evaluation: language models, forward / reverse perplexity, NLL --------------------------
 lm_app = typer.Typer(help="Language models used as evaluators (n-gram, LSTM).", no_args_is_help=True)
 app.add_typer(lm_app, name="lm")

@@ -292,3 +292,20 @@ def splits(seed: int = 0, sizes=(10000, 1000, 1000)) -> dict[str, list[list[str]
 def vocabulary() -> list[str]:
     """Every word type the grammar can emit, punctuation included."""
     return list(_DEMO.words)
+
+
+def swapped_impossible(sentences: Sequence[Sequence[str]], seed: int = 0,
+                       tries: int = 20) -> list[tuple[int, list[str]]]:
+    """Corrupted copies for anomaly checks: (index, the sentence with two words swapped) for
+    each sentence where one of `tries` random swaps gives a sentence the grammar cannot emit."""
+    import random
+    rng, out = random.Random(seed), []
+    for k, toks in enumerate(sentences):
+        for _ in range(tries):
+            i, j = sorted(rng.sample(range(len(toks)), 2))
+            cand = list(toks)
+            cand[i], cand[j] = cand[j], cand[i]
+            if cand != list(toks) and log_prob(cand) == float("-inf"):
+                out.append((k, cand))
+                break
+    return out

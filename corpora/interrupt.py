@@ -99,7 +99,7 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = _owner(self.path)
+                owner = lock_owner(self.path)
                 if owner is not None:
                     raise CheckpointError(
                         f"{self.path.parent} is in use by process {owner['pid']} "
@@ -125,7 +125,7 @@ class RunLock:
         self.release()
 
 
-def _owner(path: Path) -> dict | None:
+def lock_owner(path: Path) -> dict | None:
     """The lock's owner if that process still runs on this host, else None (a stale lock)."""
     try:
         owner = json.loads(path.read_text())
