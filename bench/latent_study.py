@@ -10,7 +10,7 @@ no NLL; --samples prior samples at the run's sample noise or --sample-noise, dia
 z), active units, I(x;z), 5-gram FPPL/RPPL; on demo also the topic probe, the share of samples the
 grammar cannot emit and their exact NLL/token; plus paper Table 3's chain check and the wall time
 of training. `--remeasure FILE` measures the rows of FILE again. Budget: the corpus default steps
-(demo 1,500) or --max-steps; --threads torch threads per process (the README table: 1 thread, two
+(demo 1,500) or --max-steps; --threads torch threads per process (the docs/latent-study.md table: 1 thread, two
 rows at once on a 2-core machine).
 
     python bench/latent_study.py --remeasure bench/results/latent_study_demo.jsonl
@@ -97,7 +97,7 @@ COLUMNS = [("setting", "setting", "{}"), ("prior", "prior", "{}"), ("steps", "st
 
 
 def table(path: str) -> str:
-    """A markdown table of the JSON lines in `path` (the README's study table)."""
+    """A markdown table of the JSON lines in `path` (docs/latent-study.md's study table)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     head = "| # | " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1) + "\n"
     return head + "".join(f"| {i} | " + " | ".join(fmt.format(r[k]) if k in r else "–"

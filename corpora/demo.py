@@ -278,7 +278,7 @@ def entropy_rate(n: int = 50_000, seed: int = 90_210) -> tuple[float, float]:
 
     This, not any one split, is what samples are compared with. A split of 1,000 sentences is an
     estimate with a standard error of about 0.010: the valid split reads 2.513 and the test split
-    2.535, which moves a "within 3%" line by 0.02 nats/token (README, "Latent use")."""
+    2.535, which moves a "within 3%" line by 0.02 nats/token (docs/latent-study.md)."""
     return exact_nll_rate([toks for _, toks in generate(n, seed)])[:2]
 
 

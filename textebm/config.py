@@ -99,7 +99,7 @@ class TrainConfig:
     max_steps: int = 40000
     time_budget: float | None = None  # minutes of training (summed over resumes); None: no limit
     batch_size: int = 64
-    lr_prior: float = 1e-3   # with energy_reg; measured in bench/latent_study.py (README)
+    lr_prior: float = 1e-3   # with energy_reg; measured in bench/latent_study.py (docs/latent-study.md)
     lr_decoder: float = 1e-3
     beta1: float = 0.5
     beta2: float = 0.999
@@ -184,9 +184,9 @@ INIT1 = ("noise", "persistent", "encoder")
 # sampling noise that go with it, and how the EBM learns beside them: LEARNING_PRESETS). `paper`
 # is Table 5 exactly. `sri` is the schedule of the authors' own short-run-inference text code
 # (bpucla/sri_text). The default is the one
-# bench/latent_study.py measured best (README, "Latent use").
+# bench/latent_study.py measured best (docs/latent-study.md).
 SRI_SCHEDULE = [0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05]
-# The prior chain with a cold posterior (README "Latent use"): 200 steps instead of 60, so the
+# The prior chain with a cold posterior (docs/latent-study.md): 200 steps instead of 60, so the
 # EBM's negatives can reach where z+ lies. The evidence is thin: one run gave topic probe 93.0%
 # against 78.8% at 60 steps, two seeds after the encoder fix 58.6% and 86.8%; every 200-step run
 # kept gap >= 0.56 and <= 10.1% impossible samples. A colder chain for samples than for training
@@ -197,12 +197,12 @@ SAMPLE_NOISE = 0.9
 # small steps of K1 = 20 lowered the NLL at the chain's z by only 0.005-0.013 nats/token, and on
 # demo 4 seeds at K1 = 10 against 3 runs at 20 gave the same spread of every diagnostic in 1.4x
 # fewer seconds per run; on PTB (500 iterations) its samples were better too (5-gram FPPL 889
-# against 1299 at K1 = 20 and 996 for `paper`; README "Latent use", K1 and PTB tables).
+# against 1299 at K1 = 20 and 996 for `paper`; docs/latent-study.md, K1 and PTB tables).
 POSTERIOR_STEPS = 10
 # Reading a trained model is not training it: from g(x), the schedule's small steps without noise
 # fit the posterior better than the training chain's large early steps, which overshoot (on the
 # four K1 = 10 demo seeds: NLL/token at the chain's z lower on all four, single-chain topic probe
-# 97.4/76.4/89.6/94.2% against 93.4/58.8/65.8/77.8%; README "Latent use"). Training needs the
+# 97.4/76.4/89.6/94.2% against 93.4/58.8/65.8/77.8%; docs/latent-study.md). Training needs the
 # large steps (small-step training collapsed the posterior means onto each other).
 READ_SCHEDULE = SRI_SCHEDULE[4:]
 # The `steady` preset's prior chain, one per EBM update (LEARNING_PRESETS: two updates per
@@ -223,7 +223,7 @@ POSTERIOR_PRESETS: dict[str, dict] = {
 POSTERIOR_PRESETS["steady"] = {**POSTERIOR_PRESETS["encoder"], "k0": PRIOR_STEPS_EACH}
 # How the EBM learns beside each preset's chains ([train]). `paper`, `sri` and the default
 # `encoder` keep Algorithm 1 as written: the EBM learns from the first iteration, one update per
-# iteration, and a run is read with its last weights. `steady` (README "Latent use", the
+# iteration, and a run is read with its last weights. `steady` (docs/latent-study.md, the
 # prior-updates table and "Eight seeds") is `encoder` with a late EBM (it waits 50 iterations, so
 # that the decoder first learns to read z: topic probe >= 98% on 7 demo seeds of 8, against 5 of 8
 # above 90% for `encoder`), two EBM updates per iteration, each against its own prior chain of
@@ -283,7 +283,7 @@ def for_corpus(corpus: str) -> RunConfig:
         cfg.train.max_steps, cfg.train.batch_size = 1500, 64
         cfg.train.eval_every = cfg.train.save_every = 250
         # No dropout and a faster decoder: on 10k sentences and 1,500 steps the decoder is
-        # undertrained, not overfitted (samples the grammar cannot emit: 18% -> 11%, README).
+        # undertrained, not overfitted (samples the grammar cannot emit: 18% -> 11%, docs/latent-study.md).
         cfg.decoder.dropout, cfg.train.lr_decoder = 0.0, 3e-3
     return cfg
 

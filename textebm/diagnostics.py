@@ -287,7 +287,7 @@ def grammar_checks(samples: list[list[str]]) -> dict:
 
     `data_exact_nll_tok` is the grammar's entropy rate on 50,000 fresh sentences
     (demo.entropy_rate, standard error 0.0014); `valid_exact_nll_tok` is the valid split's 1,000
-    sentences, the reference of measurements made before (README, "Latent use")."""
+    sentences, the reference of measurements made before (docs/latent-study.md)."""
     from corpora import demo
     nll, se, impossible = demo.exact_nll_rate(samples)
     data_nll, data_se = demo.entropy_rate()
