@@ -14,6 +14,11 @@ second copy of it:
 independently of the batch it sits in. Where the chain starts is the caller's choice (N(0, I)
 in the paper; a warm start or an amortized guess are options of the posterior chain).
 
+`mala_step` / `mala_chain` add a Metropolis-Hastings test to the same rule at noise 1, so that
+exp(-U) itself is the chain's stationary law at any step size (`propose` and `accept` are its two
+halves, shared with the AIS transitions of textebm.ais); `descend` is Adam on U, for modes,
+floors and the deepest wells of a prior.
+
 `CompiledChain` runs the same rule with each step (energy, its gradient and the update) compiled
 by torch.compile into one graph: the prior chain is hundreds of steps of a small MLP at a fixed
 shape, so in eager mode it costs per-operator overhead (and, on a GPU, kernel launches) rather

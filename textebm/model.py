@@ -89,9 +89,9 @@ class LatentEBM(nn.Module):
         chain), `record`, `trace_at=(k, ...)` to `langevin`. A fixed N(0, I) prior is sampled
         exactly, with no chain unless something along the chain is asked for: noise c is then
         z_0 * c, the stationary law N(0, c^2 I) of the chain at that noise.
-        `sampler` (default the run's prior_sampler) "mala": the chain Metropolis-adjusted (langevin.mala_chain, noise 1, its step
-        size tuned over the first half), which samples p_alpha itself rather than the short-run
-        chain's own distribution; `noise` does not apply to it.
+        `sampler` (default the run's prior_sampler) "mala": the chain Metropolis-adjusted
+        (langevin.mala_chain, noise 1, its step size tuned over the first half), which samples
+        p_alpha itself rather than the short-run chain's own law; `noise` does not apply to it.
         """
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
