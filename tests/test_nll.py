@@ -76,9 +76,14 @@ def test_log_marginals_match_a_32d_linear_gaussian_model():
     cov = sig ** 2 * A @ A.T + tau ** 2 * torch.eye(P, dtype=torch.float64)
     exact = torch.distributions.MultivariateNormal(A @ mu, cov).log_prob(Y)
     starts = torch.randn(B, 4, D, generator=g, dtype=torch.float64)
-    out = log_marginals(u0, nll_x, starts, c, NLLConfig(temperatures=200, samples=20), g)
+    # At 200 temperatures the estimate is within a nat of the truth on every sentence; at the
+    # default 50 (the production setting) within 2.5, and low on average (an NLL read too high,
+    # docs/likelihood.md): the isotropic q0 fits this correlated posterior poorly.
+    out = log_marginals(u0, nll_x, starts, c, NLLConfig(temperatures=200), g)
     err = out["log_p"] - exact
     assert err.abs().max() < 1.0 and err.abs().mean() < 0.4, err
+    default = log_marginals(u0, nll_x, starts, c, NLLConfig(), g)["log_p"] - exact
+    assert default.abs().max() < 2.5 and default.mean() < 0.2, default
     assert (out["ess"] > 1.5).all()
     # The floor is below every true -log p(y) and within reach of it.
     assert (out["floor"] <= -exact + 1e-6).all()
