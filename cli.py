@@ -445,7 +445,7 @@ def score(input_file: Path = typer.Argument(..., exists=True, dir_okay=False,
                                     "importance-weighted log p(x)."),
           samples: int = typer.Option(20, "--samples", help="AIS chains per sentence (a multiple of 4)."),
           temperatures: int = typer.Option(50, "--temperatures", help="AIS temperatures per sentence."),
-          logz_temperatures: int = typer.Option(10000, "--logz-temperatures", help="AIS "
+          logz_temperatures: int = typer.Option(40000, "--logz-temperatures", help="AIS "
                                                 "temperatures of log Z."),
           seed: int = typer.Option(0, "--seed"),
           out_file: Optional[Path] = typer.Option(None, "--out", help="Write the JSON lines to FILE."),
@@ -599,7 +599,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              nll_temperatures: int = typer.Option(50, "--nll-temperatures", help="AIS temperatures "
                                                   "from the fitted q0 to each sentence's posterior "
                                                   "(0: plain importance sampling from q0)."),
-             logz_temperatures: int = typer.Option(10000, "--logz-temperatures", help="AIS "
+             logz_temperatures: int = typer.Option(40000, "--logz-temperatures", help="AIS "
                                                    "temperatures of log Z (3 runs of 500 chains)."),
              diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
                                                 "latent diagnostics (0: skip them)."),

@@ -33,6 +33,7 @@ def one(a) -> dict:
     from corpora.vocab import Vocab
     from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
     from textebm.model import LatentEBM
+    from textebm.ais import AISConfig
     from textebm.nll import NLLConfig, importance_nll
 
     torch.set_num_threads(1)
@@ -45,7 +46,9 @@ def one(a) -> dict:
                                                    hidden=a.hidden, dropout=0.0),
                       LangevinConfig(k1=2))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = NLLConfig(chains=2, samples=4, logz_samples=10_000, batch_size=32,
+    # What this measures is the decoder's memory, so log Z gets a token budget.
+    cfg = NLLConfig(chains=2, samples=4, temperatures=2, batch_size=32, plain_mc_draws=10_000,
+                    ais=AISConfig(temperatures=100, chains=50, runs=2, pilot_chains=20),
                     max_logits=a.cap if a.cap > 0 else 2**62)
     t0 = time.time()
     res = importance_nll(model, ids, cfg)

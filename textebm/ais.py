@@ -37,7 +37,8 @@ Fn = Callable[[torch.Tensor], torch.Tensor]   # z: (G, n, D) -> (G, n)
 
 @dataclass
 class AISConfig:
-    temperatures: int = 10000  # intermediate distributions between N(0, I) and p_alpha
+    temperatures: int = 40000  # intermediate distributions between N(0, I) and p_alpha; 10,000
+                               # read 0.39 nats low on a demo run (bench/results/logz_sensitivity.jsonl)
     chains: int = 500          # chains per run
     runs: int = 3              # independent runs (their spread is reported)
     pilot_chains: int = 100    # chains of the pilot pass that tunes the step sizes (not reported)

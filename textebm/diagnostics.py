@@ -143,7 +143,9 @@ class CoherenceConfig:
     starts: int = 1000         # N(0, I) starts of the descent on U0
     descent_steps: int = 200
     descent_lr: float = 0.05
-    ais: AISConfig = field(default_factory=AISConfig)
+    # 10,000 temperatures: enough to show how far plain Monte Carlo is off, at a quarter of the
+    # NLL's budget (its log Z must be right to a fraction of a nat; this one to a few).
+    ais: AISConfig = field(default_factory=lambda: AISConfig(temperatures=10000))
     plain_mc_draws: int = 200_000
 
 

@@ -54,7 +54,7 @@ class EvalConfig:
     nll_sentences: int = 0          # 0: the whole test split; n: a random n of it; -1: skip the NLL
     nll_samples: int = 20           # AIS chains (importance samples) per sentence
     nll_temperatures: int = 50      # AIS temperatures from q0 to each posterior (0: plain IS)
-    logz_temperatures: int = 10000  # AIS temperatures of log Z
+    logz_temperatures: int = 40000  # AIS temperatures of log Z
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     sampler: str | None = None      # chain (short-run), mala (p_alpha itself), aggregate (a

@@ -250,8 +250,11 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
             "nll_mc_se": math.sqrt(se.pow(2).sum().item() / n ** 2
                                    + (z_sd if math.isfinite(z_sd) else 0.0) ** 2),
             "log_z": log_z, "log_z_estimate": z_part,
+            # Sentences whose estimate rests on about one chain: unbiased but heavy-tailed, the
+            # few that land below their floor come from these (docs/likelihood.md).
             "ess": {"mean": ess_s.mean().item(), "median": ess_s.median().item(),
-                    "min": ess_s.min().item(), "of": cfg.samples},
+                    "min": ess_s.min().item(), "of": cfg.samples,
+                    "below_1_5": int((ess_s < 1.5).sum())},
             "floor": {"checked": int(checked.sum()), "violations": int((margin < 0).sum()),
                       "min_margin": margin.min().item() if len(margin) else math.nan,
                       "mean_floor": floor[checked].mean().item() if len(margin) else math.nan,
