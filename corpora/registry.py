@@ -90,9 +90,13 @@ class Corpus:
         return msg
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "train_split": self.train_split,
-                "max_len": self.max_len, "on_long": self.on_long,
-                "files": {k: str(v) for k, v in self.files.items()}}
+        """What results files record: the corpus by name, the kind of place it was found in with
+        that folder's name, and its files by name, never the absolute path of the machine that
+        read them."""
+        kind, _, where = self.source.partition(": ")
+        return {"name": self.name, "source": f"{kind}: {Path(where).name}" if where else kind,
+                "train_split": self.train_split, "max_len": self.max_len, "on_long": self.on_long,
+                "files": {k: Path(v).name for k, v in self.files.items()}}
 
 
 def _candidates(folder: Path, name: str, split: str) -> list[Path]:

@@ -6,6 +6,7 @@ tests that need them are skipped where that folder is absent.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -320,3 +321,13 @@ def test_by_length_caps_tokens_per_batch_and_visits_every_item_once():
     # Without the cap: fixed-size batches in length order.
     plain = list(by_length(data, 64))
     assert [len(b) for b in plain] == [64] * 7 + [500 - 7 * 64]
+
+
+def test_describe_records_no_absolute_path(tmp_path):
+    # Results files record a corpus by name and its files by name: never the machine's paths.
+    (tmp_path / "mine").mkdir()
+    for split in ("train", "valid", "test"):
+        (tmp_path / "mine" / f"{split}.txt").write_text("a b c\nd e\n")
+    d = load_corpus(str(tmp_path / "mine")).describe()
+    text = json.dumps(d)
+    assert str(tmp_path) not in text and d["files"]["train"] == "train.txt"
