@@ -295,3 +295,15 @@ def test_prior_updates_repeat_the_ebm_step_against_fresh_chains(demo, tmp_path):
     a, b = load_checkpoint(tmp_path / "three1")["model"], load_checkpoint(tmp_path / "one1")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
     assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("prior."))
+
+
+def test_validation_leaves_training_unchanged(demo, tmp_path):
+    # Validation (latent use and the prior's coherence: chains, descents, AIS) draws from its own
+    # generators: a run validated every 3 steps ends with the weights of one never validated.
+    run(small_cfg(7, eval_every=3), demo, tmp_path / "v")
+    run(small_cfg(7), demo, tmp_path / "n")
+    a, b = load_checkpoint(tmp_path / "v"), load_checkpoint(tmp_path / "n")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    evals = [json.loads(ln) for ln in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in ln]
+    assert [e["step"] for e in evals] == [3, 6, 7] and "log_z_ais" in evals[0]  # and at the end
