@@ -601,6 +601,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                                   "(0: plain importance sampling from q0)."),
              logz_temperatures: int = typer.Option(40000, "--logz-temperatures", help="AIS "
                                                    "temperatures of log Z (3 runs of 500 chains)."),
+             coherence_temperatures: int = typer.Option(10000, "--coherence-temperatures",
+                                                        help="AIS temperatures of log Z in the "
+                                                        "latent part's coherence check."),
              diag_sentences: int = typer.Option(500, "--diag-sentences", help="Test sentences for the "
                                                 "latent diagnostics (0: skip them)."),
              noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale of "
@@ -623,6 +626,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
                      nll_temperatures=nll_temperatures, logz_temperatures=logz_temperatures,
+                     coherence_temperatures=coherence_temperatures,
                      diag_sentences=diag_sentences, noise=noise, sampler=sampler, seed=seed,
                      precision=precision,
                      parts=parts)

@@ -15,7 +15,8 @@ runner = CliRunner()
 TINY = ["--max-steps", "6", "--batch-size", "16", "--k0", "3", "--k1", "3", "--eval-every", "0",
         "--quiet", "--threads", "1"]
 EVAL = ["--num-samples", "60", "--nll-sentences", "12", "--nll-samples", "8",
-        "--logz-temperatures", "200", "--diag-sentences", "30", "--json"]
+        "--logz-temperatures", "200", "--coherence-temperatures", "200", "--diag-sentences", "30",
+        "--json"]
 
 
 @pytest.mark.parametrize("tokenizer", ["word", "spm"])
@@ -145,7 +146,7 @@ def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_
     monkeypatch.undo()
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "nll",
                             "--nll-sentences", "0", "--nll-samples", "4",
-                            "--logz-temperatures", "200", "--json"])
+                            "--nll-temperatures", "5", "--logz-temperatures", "200", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "eval.json").read_text())
     from corpora.registry import load_corpus

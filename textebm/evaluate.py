@@ -55,6 +55,7 @@ class EvalConfig:
     nll_samples: int = 20           # AIS chains (importance samples) per sentence
     nll_temperatures: int = 50      # AIS temperatures from q0 to each posterior (0: plain IS)
     logz_temperatures: int = 40000  # AIS temperatures of log Z
+    coherence_temperatures: int = 10000  # AIS temperatures of the latent part's coherence check
     diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
     noise: float | None = None      # prior chain noise for the samples (None: the run's)
     sampler: str | None = None      # chain (short-run), mala (p_alpha itself), aggregate (a
@@ -175,7 +176,9 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         log("latent diagnostics")
         ids = tm.encode(test[:cfg.diag_sentences]).ids
         res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
-        res["latent"].update(diagnostics.prior_coherence(tm.model, ids, cfg.seed))
+        coherence = diagnostics.CoherenceConfig(
+            ais=AISConfig(temperatures=cfg.coherence_temperatures, seed=cfg.seed))
+        res["latent"].update(diagnostics.prior_coherence(tm.model, ids, cfg.seed, coherence))
         if tm.config.train.corpus == "demo":
             if not (run_dir / "samples.txt").exists():
                 write_samples(tm, run_dir / "samples.txt", cfg, progress)
