@@ -37,7 +37,8 @@ def main() -> None:
     tm = load(a.run)
     corpus = load_corpus(tm.config.train.corpus, data_dir=a.data_dir)
     ids = tm.encode(corpus.split("test")[:a.sentences]).ids
-    z = partition(tm.model, NLLConfig(seed=a.seed))
+    cfg0 = NLLConfig(seed=a.seed)
+    z = partition(tm.model, cfg0.ais, cfg0.plain_mc_draws, a.seed)
     print(json.dumps({"run": a.run, "log_z": z["log_z"], "spread": z["spread"],
                       "plain_mc": z["plain_mc"]["log_z"], "seconds": z["seconds"]}), flush=True)
     for item in a.settings.split(","):

@@ -145,8 +145,9 @@ def test_floor_catches_a_log_z_that_is_too_low(monkeypatch):
     # The bug the floor exists for: log Z under-estimated by 20 nats lifts every log p(x) by 20,
     # above max_z log p(x|z). Every sentence must then be flagged.
     m = model_1d()
-    right = nll_mod.partition(m, NLLConfig(**FAST))
-    monkeypatch.setattr(nll_mod, "partition", lambda model, cfg: {**right, "log_z": right["log_z"] - 20})
+    cfg = NLLConfig(**FAST)
+    right = nll_mod.partition(m, cfg.ais, cfg.plain_mc_draws)
+    monkeypatch.setattr(nll_mod, "partition", lambda *a, **k: {**right, "log_z": right["log_z"] - 20})
     res = importance_nll(m, SENTS, NLLConfig(samples=40, seed=3, **FAST))
     assert res["floor"]["violations"] == len(SENTS), res["floor"]
 

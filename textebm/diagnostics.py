@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from corpora.batching import by_length, frame, scored_tokens
-from textebm.ais import AISConfig, ais_log_z, plain_mc_log_z
+from textebm.ais import AISConfig
 from textebm.langevin import descend, init_z
 from textebm.model import LatentEBM, frozen
+from textebm.nll import partition
 
 GAP_STEPS = 200  # posterior steps for the gap (the chain's own schedule, its last step repeated)
 
@@ -155,7 +156,8 @@ LIGHT_COHERENCE = CoherenceConfig(samples=300, starts=100, descent_steps=100,
 
 
 def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
-                    cfg: CoherenceConfig = CoherenceConfig(), sampler: str | None = None) -> dict:
+                    cfg: CoherenceConfig = CoherenceConfig(), sampler: str | None = None,
+                    log_z: dict | None = None) -> dict:
     """Is the prior one distribution with the codes it was fitted to (PROTOCOL.md §2c)?
 
     - E at the posterior codes of `sents` (the run's reading chain): mean and 1st percentile;
@@ -166,7 +168,8 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
       and how far below the codes' 1st percentile it lies (`descent_below_codes_p01`: a well that
       no code fills, which the contrastive update never lifts);
     - log Z by AIS against plain Monte Carlo (`log_z_ais_minus_plain`: about 0 when N(0, I)
-      covers the prior's mass).
+      covers the prior's mass). `log_z`: a `nll.partition` result (with `plain_mc`) to reuse
+      instead of estimating both again (evaluate passes the NLL's).
     Empty for the Gaussian prior (E = 0)."""
     if model.prior is None:
         return {}
@@ -180,9 +183,9 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
         ends, _ = descend(model.prior_energy, starts, cfg.descent_steps, cfg.descent_lr)
         with torch.no_grad():
             e_codes, e_samples, e_ends = (model.energy(v).double() for v in (codes, z, ends))
-        ais = ais_log_z(model.energy, model.latent_dim, cfg.ais, model.device, model.dtype)
-        plain = plain_mc_log_z(model.energy, model.latent_dim, cfg.plain_mc_draws, seed,
-                               model.device, model.dtype)
+    if log_z is None or "plain_mc" not in log_z:
+        log_z = partition(model, cfg.ais, cfg.plain_mc_draws, seed)
+    ais, plain = log_z, log_z["plain_mc"]
     p01 = float(torch.quantile(e_codes, 0.01))
     return {"energy_codes_mean": float(e_codes.mean()), "energy_codes_p01": p01,
             "energy_samples_mean": float(e_samples.mean()),
@@ -193,9 +196,9 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
             "log_z_ais_minus_plain": ais["log_z"] - plain["log_z"],
             "coherence_budget": {"samples": cfg.samples, "starts": cfg.starts,
                                  "descent_steps": cfg.descent_steps,
-                                 "ais_temperatures": cfg.ais.temperatures,
-                                 "ais_chains": cfg.ais.chains, "ais_runs": cfg.ais.runs,
-                                 "plain_mc_draws": cfg.plain_mc_draws, "codes": len(sents)}}
+                                 "ais_temperatures": ais["temperatures"],
+                                 "ais_chains": ais["chains"], "ais_runs": ais["runs"],
+                                 "plain_mc_draws": plain["draws"], "codes": len(sents)}}
 
 
 def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> float:

@@ -178,7 +178,10 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         res["latent"] = diagnostics.latent_use(tm.model, ids, cfg.seed)
         coherence = diagnostics.CoherenceConfig(
             ais=AISConfig(temperatures=cfg.coherence_temperatures, seed=cfg.seed))
-        res["latent"].update(diagnostics.prior_coherence(tm.model, ids, cfg.seed, coherence))
+        # The NLL's log Z (40,000 temperatures) serves here too, where this evaluation has one.
+        known = (res.get("nll") or {}).get("log_z_estimate")
+        res["latent"].update(diagnostics.prior_coherence(tm.model, ids, cfg.seed, coherence,
+                                                         log_z=known))
         if tm.config.train.corpus == "demo":
             if not (run_dir / "samples.txt").exists():
                 write_samples(tm, run_dir / "samples.txt", cfg, progress)

@@ -188,16 +188,18 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     return {k: v.double().cpu() for k, v in out.items()}
 
 
-def partition(model: LatentEBM, cfg: NLLConfig) -> dict:
-    """log Z of the run's prior: AIS (the value used) and plain Monte Carlo beside it. The
-    Gaussian prior's log Z is exactly 0."""
+def partition(model: LatentEBM, ais: AISConfig, plain_mc_draws: int = 200_000, seed: int = 0
+              ) -> dict:
+    """log Z of the run's prior: AIS (`log_z`, the value used, with its runs, spread, ESS) and
+    plain Monte Carlo beside it (`plain_mc`; skipped at 0 draws). The Gaussian prior's log Z is
+    exactly 0. Shared by the NLL and the coherence diagnostics."""
     if model.prior is None:
         return {"log_z": 0.0, "estimator": "exact (N(0, I) prior)"}
     with frozen(model):
-        res = ais_log_z(model.energy, model.latent_dim, cfg.ais, model.device, model.dtype)
-        if cfg.plain_mc_draws:
-            res["plain_mc"] = plain_mc_log_z(model.energy, model.latent_dim, cfg.plain_mc_draws,
-                                             cfg.seed, model.device, model.dtype)
+        res = ais_log_z(model.energy, model.latent_dim, ais, model.device, model.dtype)
+        if plain_mc_draws:
+            res["plain_mc"] = plain_mc_log_z(model.energy, model.latent_dim, plain_mc_draws,
+                                             seed, model.device, model.dtype)
     return res
 
 
@@ -216,7 +218,7 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     it is only resumed from when it was made for the same sentences, settings and model.
     """
     model.eval()
-    z_part = partition(model, cfg)
+    z_part = partition(model, cfg.ais, cfg.plain_mc_draws, cfg.seed)
     log_z = z_part["log_z"]
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     # A batch's C descents (and its M AIS chains) run as one decoder call (forward and backward
