@@ -1,11 +1,11 @@
 """Peak memory and time of `textebm evaluate`'s sampling and n-gram perplexities at scale.
 
-    TEXTEBM_DATA=../shared/data python bench/eval_memory.py --run runs/study/ptb/default-ebm
-    python bench/eval_memory.py --run RUN --num-samples 100000 --settings sample,streamed,held
+    TEXTEBM_DATA=../shared/data python -m bench.eval_memory --run runs/study/ptb/default-ebm
+    python -m bench.eval_memory --run RUN --num-samples 100000 --settings sample,streamed,held
 
 What `evaluate` does, in two phases, each setting in its own process (peak RSS is per process):
 `sample` draws the samples 10,000 at a time and appends them to samples.txt
-(textebm.evaluate.write_samples); `streamed` computes the 5-gram FPPL/RPPL reading that file as a
+(pipeline.evaluate.write_samples); `streamed` computes the 5-gram FPPL/RPPL reading that file as a
 stream (lm_eval.perplexity.SampleFile: only int64 word ids are kept); `held` reads the same file
 into lists of words first and passes the lists (how evaluate held its samples before), which
 shows what streaming saves. `sample` runs first; the others reuse its file. The importance-
@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def rss_mb() -> float:
@@ -36,7 +35,7 @@ def one(a) -> dict:
 
     from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
     from textebm.api import load
-    from textebm.evaluate import EvalConfig, write_samples
+    from pipeline.evaluate import EvalConfig, write_samples
     from corpora.registry import load_corpus
 
     torch.set_num_threads(a.threads)
@@ -78,7 +77,7 @@ def main() -> None:
         tmp = a.keep or tmp
         Path(tmp).mkdir(parents=True, exist_ok=True)
         for s in a.settings.split(","):
-            cmd = [sys.executable, __file__, "--run", a.run, "--num-samples", str(a.num_samples),
+            cmd = [sys.executable, "-m", "bench.eval_memory", "--run", a.run, "--num-samples", str(a.num_samples),
                    "--threads", str(a.threads), "--setting", s, "--out", tmp]
             if a.data_dir:
                 cmd += ["--data-dir", a.data_dir]

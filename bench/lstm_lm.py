@@ -1,6 +1,6 @@
 """Benchmark: train the evaluator LSTM LM on PTB and score valid / test. Prints one JSON line.
 
-    python bench/lstm_lm.py --data-dir ../shared/data --epochs 1 --max-batches 200
+    python -m bench.lstm_lm --data-dir ../shared/data --epochs 1 --max-batches 200
 
 `seconds_per_epoch` is the training time of a full pass over PTB train, extrapolated from the
 batches run when `--max-batches` cuts the epoch; `tok_s` counts scored training tokens (words and
@@ -12,18 +12,15 @@ import argparse
 import json
 import platform
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpora.batching import Batches  # noqa: E402
-from corpora.registry import load_corpus  # noqa: E402
-from corpora.vocab import Vocab  # noqa: E402
-from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, train_lstm_lm  # noqa: E402
+from corpora.batching import Batches
+from corpora.registry import load_corpus
+from corpora.vocab import Vocab
+from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, train_lstm_lm
 
 
 def main() -> None:

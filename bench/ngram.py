@@ -1,7 +1,7 @@
 """Benchmark: estimate a modified-KN n-gram LM on PTB train, score PTB test. Prints one JSON line.
 
-    python bench/ngram.py --order 5
-    python bench/ngram.py --order 5 --lmplz tools/kenlm-0.3.0/build/bin/lmplz --unk-as-word
+    python -m bench.ngram --order 5
+    python -m bench.ngram --order 5 --lmplz tools/kenlm-0.3.0/build/bin/lmplz --unk-as-word
 
 `estimate_seconds` is `NGramLM.train` on already split sentences (counting, discounts,
 probabilities; no ARPA written); `score_seconds` scores the test split; `peak_rss_mb` is this
@@ -21,14 +21,12 @@ import platform
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lm_eval.ngram import NGramLM  # noqa: E402
+from lm_eval.ngram import NGramLM
 
 RENAMED_UNK = "UNKWORD"
 

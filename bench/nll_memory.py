@@ -1,7 +1,7 @@
 """Peak memory of the importance-weighted NLL on Yahoo-length sentences. One JSON line per setting.
 
-    TEXTEBM_DATA=../shared/data python bench/nll_memory.py
-    python bench/nll_memory.py --sentences 1000 --caps 40000,0
+    TEXTEBM_DATA=../shared/data python -m bench.nll_memory
+    python -m bench.nll_memory --sentences 1000 --caps 40000,0
 
 The estimator runs every posterior chain and importance sample of a batch through the decoder;
 its memory is the logits, rows x positions x vocabulary floats per decoder call, so
@@ -21,9 +21,7 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def one(a) -> dict:
@@ -74,7 +72,7 @@ def main() -> None:
     from textebm.nll import NLLConfig
     for cap in a.caps.split(","):
         cap = NLLConfig().max_logits if cap == "default" else int(cap)
-        cmd = [sys.executable, __file__, "--cap", str(cap), "--sentences", str(a.sentences),
+        cmd = [sys.executable, "-m", "bench.nll_memory", "--cap", str(cap), "--sentences", str(a.sentences),
                "--embed", str(a.embed), "--hidden", str(a.hidden)]
         if a.data_dir:
             cmd += ["--data-dir", a.data_dir]

@@ -1,7 +1,7 @@
 """Benchmark: sentences per second of the sampler (prior chain + ancestral decoding). One JSON line.
 
-    python bench/sample.py                          # PTB-sized untrained model, runs anywhere
-    python bench/sample.py --checkpoint runs/ptb/<timestamp>
+    python -m bench.sample                          # PTB-sized untrained model, runs anywhere
+    python -m bench.sample --checkpoint runs/ptb/<timestamp>
 
 The whole path of `textebm sample` through `TextEBM.sample_chains`: z_0 ~ N(0, I), K Langevin
 steps on U0(z) = E(z) + ||z||^2/2, then one sentence per z by ancestral sampling, `--num` at once.
@@ -17,18 +17,15 @@ import json
 import math
 import platform
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpora.vocab import EOS_ID, PAD_ID, SPECIALS, Vocab  # noqa: E402
-from textebm.api import TextEBM, load  # noqa: E402
-from textebm.config import for_corpus  # noqa: E402
-from textebm.model import LatentEBM  # noqa: E402
+from corpora.vocab import EOS_ID, PAD_ID, SPECIALS, Vocab
+from textebm.api import TextEBM, load
+from textebm.config import for_corpus
+from textebm.model import LatentEBM
 
 PTB_MEAN_TOKENS = 22.0  # words + </s> per PTB training sentence
 

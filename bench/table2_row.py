@@ -1,9 +1,9 @@
 """One row of paper Table 2 from a trained run folder, in one command; or the table from rows.
 
-    python bench/table2_row.py runs/ptb/ebm-2h [--dest results/ptb/ebm-2h] [--precision auto]
+    python -m bench.table2_row runs/ptb/ebm-2h [--dest results/ptb/ebm-2h] [--precision auto]
         [--num-samples 10000] [--lm ngram,lstm] [--nll-sentences 0] [--lstm-epochs 30]
-    python bench/table2_row.py runs/ptb/ebm-2h --parts nll --nll-sentences 0   # add one part
-    python bench/table2_row.py --table results/ptb/ebm-2h results/ptb/gaussian-2h
+    python -m bench.table2_row runs/ptb/ebm-2h --parts nll --nll-sentences 0   # add one part
+    python -m bench.table2_row --table results/ptb/ebm-2h results/ptb/gaussian-2h
 
 A row: `textebm evaluate` (samples, FPPL/RPPL under each judge LM, importance-weighted NLL with
 its standard errors, latent diagnostics) and `textebm sample --trace 0,40,100` (20 prior chains
@@ -32,8 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from textebm.evaluate import PAPER_TABLE2, PARTS  # noqa: E402
-from textebm.plots import plot_curves  # noqa: E402
+from pipeline.evaluate import PAPER_TABLE2, PARTS
+from textebm.plots import plot_curves
 
 KEPT = ("config.json", "summary.json", "eval.json", "eval.md")
 
@@ -42,7 +42,7 @@ def textebm(*args: str, threads: int = 0) -> float:
     """Run the textebm CLI (this checkout's) with args; returns its wall seconds."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     t = time.time()
-    subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, env=env)
     return time.time() - t
 
 

@@ -1,6 +1,6 @@
 """Wall-clock to a fixed validation NLL/token: the `paper` posterior preset against the default.
 
-    python bench/time_to_quality.py --data-dir ../shared/data [--train-sentences 5000]
+    python -m bench.time_to_quality --data-dir ../shared/data [--train-sentences 5000]
         [--budget 1200] [--eval-every 20] [--presets paper,encoder] [--precision fp32]
 
 Both settings train on the same PTB subset (the first --train-sentences training sentences; the
@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora.batching import Batches, frame, scored_tokens  # noqa: E402
-from corpora.registry import load_corpus  # noqa: E402
-from corpora.vocab import Vocab  # noqa: E402
-from textebm.config import apply_posterior_preset, for_corpus  # noqa: E402
-from textebm.diagnostics import recon_nll  # noqa: E402
-from textebm.precision import DTYPES, resolve  # noqa: E402
-from textebm.train import build_model, make_optimizers, train_step  # noqa: E402
+from corpora.batching import Batches, frame, scored_tokens
+from corpora.registry import load_corpus
+from corpora.vocab import Vocab
+from textebm.config import build_config
+from textebm.diagnostics import recon_nll
+from common.precision import resolve
+from textebm.model import build_model
+from textebm.train import make_optimizers, train_step
 
 
 def main() -> None:
@@ -59,12 +57,11 @@ def main() -> None:
     presets = [p.strip() for p in a.presets.split(",") if p.strip()]
     runs = {}
     for name in presets:
-        cfg = apply_posterior_preset(for_corpus("ptb"), name)
+        cfg = build_config("ptb", name)
         cfg.decoder.vocab_size = len(vocab)
         cfg.train.batch_size = a.batch_size
         torch.manual_seed(a.seed)
-        model = build_model(cfg)
-        model.decoder.compute_dtype = DTYPES[precision]
+        model = build_model(cfg, "cpu", precision)
         runs[name] = {"cfg": cfg, "model": model, "opts": make_optimizers(model, cfg),
                       "secs": 0.0, "step": 0, "curve": []}
     batches = Batches(train_ids, a.batch_size, seed=a.seed)

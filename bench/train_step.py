@@ -1,18 +1,18 @@
 """Benchmark full Algorithm 1 iterations: textebm's trainer against a plain implementation,
 side by side in one process on identical batches.
 
-    python bench/train_step.py --data ../shared/data/ptb/ptb.train.txt [--batch-size 32] [--iters 5]
+    python -m bench.train_step --data ../shared/data/ptb/ptb.train.txt [--batch-size 32] [--iters 5]
                                [--precision fp32|bf16|auto] [--modes ours,plain]
-    python bench/train_step.py --data ... --modes ours:fp32,ours:bf16,plain   # all three at once
-    python bench/train_step.py --data ... --modes ours:fp32,ours:fp32+compile  # prior chain compiled
-    python bench/train_step.py --data ... --sizes-of demo --posterior encoder \
+    python -m bench.train_step --data ... --modes ours:fp32,ours:bf16,plain   # all three at once
+    python -m bench.train_step --data ... --modes ours:fp32,ours:fp32+compile  # prior chain compiled
+    python -m bench.train_step --data ... --sizes-of demo --posterior encoder \
         --modes "ours,ours@train.prior_updates=2@langevin.k0=100"         # settings side by side
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
 project default, which adds the amortized initializer's step). `--device cuda` times on a GPU.
 `ours` is textebm's `train_step` (softmax only at real tokens through the fused softmax of
-textebm/softmax.py, chain gradients w.r.t. z only, decoder at `--precision`); `plain` is a
+common/softmax.py, chain gradients w.r.t. z only, decoder at `--precision`); `plain` is a
 straightforward fp32 implementation of the same algorithm (nn.Linear + log_softmax at every padded
 position, `backward()` in the chains, which also fills parameter gradients). Same K, s, exact
 softmax and the same batches (`--batches`: random sentences, or the trainer's length-bucketed
@@ -30,7 +30,6 @@ import argparse
 import copy
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -38,13 +37,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora.batching import Batches, frame, scored_tokens  # noqa: E402
-from corpora.preprocess import read_sentences  # noqa: E402
-from corpora.vocab import PAD_ID, Vocab  # noqa: E402
-from textebm.config import apply_posterior_preset, for_corpus, override, parse_settings  # noqa: E402
-from textebm.precision import DTYPES, resolve  # noqa: E402
-from textebm.train import build_model, make_optimizers, train_step  # noqa: E402
+from corpora.batching import Batches, frame, scored_tokens
+from corpora.preprocess import read_sentences
+from corpora.vocab import PAD_ID, Vocab
+from textebm.config import build_config, override, parse_settings
+from common.precision import DTYPES, resolve
+from textebm.model import build_model
+from textebm.train import make_optimizers, train_step
 
 
 def plain_log_prob(model, x, z):
@@ -120,7 +119,7 @@ def main() -> None:
     sents = read_sentences(Path(a.data), "other", 400)
     vocab = Vocab.build(sents)
     ids = [vocab.encode(s) for s in sents]
-    cfg = apply_posterior_preset(for_corpus(a.sizes_of), a.posterior)
+    cfg = build_config(a.sizes_of, a.posterior)
     cfg.decoder.vocab_size = len(vocab)
     precision, why = resolve(a.precision, dev)
     runs, prec, cfgs = {}, {}, {}
@@ -137,9 +136,7 @@ def main() -> None:
         cfgs[m] = override(copy.deepcopy(cfg), parse_settings(sets))
         prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
-        model = build_model(cfgs[m]).to(dev)
-        model.decoder.compute_dtype = DTYPES[prec[m]]
-        model.compile_prior = bool(plus)
+        model = build_model(cfgs[m], dev, prec[m], bool(plus))
         runs[m] = (model, make_optimizers(model, cfgs[m]), train_step if kind == "ours" else plain_step)
     batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
     extra = {}

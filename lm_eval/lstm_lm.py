@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from corpora.batching import Batches, by_length, frame, scored_tokens
-from corpora.progress import Bar
+from common.progress import Bar
 from corpora.vocab import UNK_ID, Vocab
-from corpora.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
-from textebm.precision import DTYPES, PRECISIONS, autocast, resolve as resolve_precision
-from textebm.softmax import sentence_log_probs
+from common.storage import CheckpointError, atomic_write, load_tensors, torch_bytes, write_json
+from common.precision import DTYPES, PRECISIONS, autocast, resolve as resolve_precision
+from common.softmax import sentence_log_probs
 
 MODEL, CONFIG, VOCAB, TRAIN_STATE, HISTORY = ("lm.pt", "lm_config.json", "vocab.txt",
                                               "lm_train.pt", "lm_history.json")
@@ -60,7 +60,7 @@ class LSTMLMConfig:
     batch_size: int = 32
     loss: str = "sentence"      # "sentence": sum over tokens, mean over sentences; "token": mean/token
     seed: int = 0
-    precision: str = "fp32"     # fp32, bf16 or auto (textebm.precision; auto is resolved at training)
+    precision: str = "fp32"     # fp32, bf16 or auto (common.precision; auto is resolved at training)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -239,7 +239,7 @@ def _clone_state(model: nn.Module) -> dict:
 def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
                   cfg: LSTMLMConfig | None = None, device="cpu", progress: bool = True,
                   ckpt_dir: str | Path | None = None,
-                  max_batches: int | None = None) -> tuple[LSTMLM, list[dict]]:
+                  max_batches: int | None = None, on_epoch=None) -> tuple[LSTMLM, list[dict]]:
     """Train an LSTM LM on `train`, choosing weights and lr decays by perplexity on `valid`.
 
     Returns (model with the best-on-valid weights, in eval mode; history), history being one dict
@@ -248,6 +248,7 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
     the lr never decays and the last weights are kept. With `ckpt_dir`, the run saves after every
     epoch and resumes there from the last finished one; the best model ends in `ckpt_dir` as a
     `save_lm` folder. `max_batches` cuts every epoch short (benchmarks and smoke tests).
+    `on_epoch(history_line)` is called after each epoch (TensorBoard, logs).
     """
     cfg = cfg or LSTMLMConfig()
     device = torch.device(device)
@@ -343,6 +344,8 @@ def train_lstm_lm(train: list[list[str]], valid: list[list[str]], vocab: Vocab,
                 st["stop"] = "max_epochs"
             if bar:
                 bar.note(_epoch_line(st["history"][-1]))
+            if on_epoch:
+                on_epoch(st["history"][-1])
             if ckpt is not None:
                 atomic_write(ckpt / TRAIN_STATE, torch_bytes(
                     {"model": model.state_dict(), "best": best, "state": st,

@@ -27,7 +27,7 @@ from corpora.registry import Corpus, cache_dir
 from corpora.vocab import Vocab
 from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, load_lm, save_lm, train_lstm_lm
 from lm_eval.ngram import NGramLM
-from textebm.precision import resolve as resolve_precision
+from common.precision import resolve as resolve_precision
 
 
 @dataclass

@@ -4,7 +4,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from pipeline.cli import app
 
 runner = CliRunner()
 TINY = ["--max-steps", "4", "--batch-size", "8", "--k0", "3", "--k1", "2", "--eval-every", "2",
@@ -57,9 +57,9 @@ def test_train_on_sentencepiece_units_and_sample_words(tmp_path, monkeypatch):
         assert "\u2581" not in s
 
 
-def test_posterior_options_reach_the_run_config(tmp_path):
+def test_recipe_and_chain_options_reach_the_run_config(tmp_path):
     out = tmp_path / "r"
-    r = runner.invoke(app, ["train", "demo", "--out", str(out), "--posterior", "sri",
+    r = runner.invoke(app, ["train", "demo", "--out", str(out), "--recipe", "sri",
                             "--noise1", "0.3", "--posterior-init", "persistent", "--noise0", "0.9",
                             "--sample-noise0", "0.7",
                             *TINY])
@@ -68,6 +68,7 @@ def test_posterior_options_reach_the_run_config(tmp_path):
     # The preset sets the schedule; the explicit options win over it; everything is recorded.
     assert lc["s1_schedule"][:3] == [0.8, 0.7, 0.6] and lc["noise1"] == 0.3
     assert lc["init1"] == "persistent" and lc["noise0"] == 0.9 and lc["sample_noise0"] == 0.7
+    # --posterior is the recipe's old name, still accepted.
     r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "p"), "--posterior", "paper", *TINY])
     lc = json.loads((tmp_path / "p" / "config.json").read_text())["langevin"]
     assert (lc["s1"], lc["s1_schedule"], lc["noise1"], lc["init1"]) == (0.1, [], 1.0, "noise")
@@ -77,14 +78,15 @@ def test_posterior_options_reach_the_run_config(tmp_path):
     t = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
     assert (t["prior_start"], t["prior_updates"], t["ema"]) == (0, 1, 0.0)
     for preset, want in ((None, (0, 1, 0.0, 200)), ("steady", (50, 2, 0.995, 150))):
-        args = ["--posterior", preset] if preset else []
+        args = ["--recipe", preset] if preset else []
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / f"d{preset}"), *args,
                                 *TINY[:4], *TINY[6:]])
         assert r.exit_code == 0, r.output
         d = json.loads((tmp_path / f"d{preset}" / "config.json").read_text())
         got = (d["train"]["prior_start"], d["train"]["prior_updates"], d["train"]["ema"], d["langevin"]["k0"])
         assert got == want, preset
-    for bad in (["--posterior", "nope"], ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):
+    for bad in (["--recipe", "nope"], ["--recipe", "sri", "--posterior", "paper"],
+                ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "bad"), *bad, *TINY])
         assert r.exit_code == 2 and "Traceback" not in r.output, bad
 
@@ -127,7 +129,7 @@ def test_training_options_reach_the_run_config_and_bad_values_fail_in_one_line(t
 
 
 def test_benchmark_settings_parse_to_overrides_and_reject_malformed_items():
-    """SECTION.KEY=JSON items (bench/latent_study.py --set, bench/train_step.py @...) become the
+    """SECTION.KEY=JSON items (studies/latent_study.py --set, bench/train_step.py @...) become the
     nested dict override() applies; JSON values keep their types."""
     from textebm.config import for_corpus, override, parse_settings
     got = parse_settings(["train.ema=0.995", "langevin.k0=150", "train.prior_updates=2",

@@ -8,8 +8,8 @@ import torch
 from corpora import demo
 from corpora.vocab import Vocab
 from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
-from textebm.diagnostics import (_probe_accuracy, active_units, grammar_checks, latent_use,
-                                 mutual_information, posterior_chains)
+from pipeline.demo_checks import _probe_accuracy, grammar_checks
+from textebm.diagnostics import active_units, latent_use, mutual_information, posterior_chains
 from textebm.model import LatentEBM
 
 
@@ -90,7 +90,7 @@ def test_topic_probe_readings_line_up_sentence_by_sentence():
     # With a noiseless posterior chain from the amortized start every chain of a sentence ends in
     # the same z: no scatter, and the posterior-mean probe reads exactly what one chain's does
     # (which fails if the chains were averaged across sentences or out of order).
-    from textebm.diagnostics import topic_probes
+    from pipeline.demo_checks import topic_probes
     vocab = Vocab.build([t for _, t in demo.generate(300, seed=1)])
     torch.manual_seed(0)
     m = LatentEBM(PriorConfig(latent_dim=4, hidden=16), DecoderConfig(
@@ -113,7 +113,7 @@ def test_posterior_decodes_decode_from_posterior_z_and_score_against_the_grammar
     no impossible output and the fresh sentences' exact NLL/token; a decoder that ignores z and
     emits one broken sentence is impossible every time."""
     from corpora.batching import frame
-    from textebm.diagnostics import posterior_decodes
+    from pipeline.demo_checks import posterior_decodes
     fresh = [t for _, t in demo.generate(40, seed=20_000)]
     vocab = Vocab.build(fresh)
     torch.manual_seed(0)

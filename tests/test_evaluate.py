@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from pipeline.cli import app
 from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
 from textebm.api import load
@@ -45,7 +45,7 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     # test sentences (same seed) gives the same number.
     tm = load(run)
     from corpora.registry import load_corpus
-    from textebm.evaluate import nll_subset
+    from pipeline.evaluate import nll_subset
     test = load_corpus("demo").split("test")
     pick = nll_subset(len(test), 12, 0)
     assert len(pick) == 12 and pick != list(range(12)) and pick == sorted(set(pick))
@@ -73,7 +73,7 @@ def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
     # evaluate draws its samples a chunk at a time into samples.txt: every sample lands there,
     # the first chunk is exactly what one sample_chains call with the seed gives, and the
     # streamed file scores as the same sentences held in a list do.
-    import textebm.evaluate as ev
+    import pipeline.evaluate as ev
     from corpora.registry import load_corpus
     from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
     run = tmp_path / "run"
@@ -97,7 +97,7 @@ def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
 def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
     # --lm ngram,lstm: one samples.txt, NLL and diagnostics, FPPL/RPPL under each judge; the
     # top level is the first judge's (as a one-judge eval.json), eval.md has a row per judge.
-    import textebm.evaluate as ev
+    import pipeline.evaluate as ev
     from corpora.registry import load_corpus
     monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
@@ -129,7 +129,7 @@ def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_
         tmp_path, monkeypatch):
     # eval.json is written after each part: an evaluation stopped in the NLL keeps its FPPL/RPPL.
     # --parts nll then adds the NLL (here over the whole test split) and keeps the rest as it was.
-    import textebm.evaluate as ev
+    import pipeline.evaluate as ev
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
     assert r.exit_code == 0, r.output

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import corpora.storage as storage
-from corpora.interrupt import RunLock
-from corpora.storage import CheckpointError, DiskFullError
+import common.storage as storage
+from common.interrupt import RunLock
+from common.storage import CheckpointError, DiskFullError
 from textebm.checkpoint import load_checkpoint
 from textebm.plots import read_metrics
 from tests.test_train import run, small_cfg
@@ -27,7 +27,7 @@ TINY = ["--batch-size", "16", "--k0", "3", "--k1", "3", "--eval-every", "0", "--
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from cli import app; app()", *args]
+    return [sys.executable, "-c", "from pipeline.cli import app; app()", *args]
 
 
 def small_toml(tmp_path: Path) -> str:
@@ -179,7 +179,7 @@ def test_sentences_share_one_string_per_word_type(tmp_path):
 def test_sigterm_and_sighup_raise_what_ctrl_c_raises():
     # Every command installs this: evaluate's kept parts and NLL progress, and lm lstm's epochs,
     # are saved by their `except KeyboardInterrupt`, so SIGTERM and SIGHUP must land there too.
-    from corpora.interrupt import SIGNALS, Interrupted, raise_on_signals
+    from common.interrupt import SIGNALS, Interrupted, raise_on_signals
     old = {s: signal.getsignal(s) for s in SIGNALS}
     try:
         raise_on_signals()

@@ -10,7 +10,7 @@ import torch
 from corpora.batching import frame
 from textebm.ais import AISConfig, ais_log_z, plain_mc_log_z
 from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
-from textebm.evaluate import exact_check
+from pipeline.demo_checks import exact_check
 from textebm.model import LatentEBM
 from textebm import nll as nll_mod
 from textebm.nll import NLLConfig, importance_nll, log_marginals

@@ -8,7 +8,7 @@ import torch
 from corpora.batching import frame
 from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
 from textebm.model import LatentEBM
-from textebm.precision import resolve
+from common.precision import resolve
 
 SENTS = [[4, 5, 6], [7, 8], [9, 10, 11, 4, 5], [6]]
 
@@ -59,7 +59,7 @@ def test_chain_leaves_parameters_trainable():
 
 def test_train_records_precision(hermetic, tmp_path):
     from typer.testing import CliRunner
-    from cli import app
+    from pipeline.cli import app
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "demo", "--out", str(out), "--max-steps", "3",
                                  "--batch-size", "8", "--eval-every", "0", "--precision", "bf16",
@@ -69,5 +69,6 @@ def test_train_records_precision(hermetic, tmp_path):
     assert cfg["train"]["precision"] == "bf16" and cfg["train"]["precision_used"] == "bf16"
     assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"
     from textebm.api import load
-    assert load(out, precision="bf16").precision == "bf16"
-    assert load(out).precision == "fp32"
+    # A run is read in the precision it trained in unless told otherwise.
+    assert load(out).precision == "bf16"
+    assert load(out, precision="fp32").precision == "fp32"

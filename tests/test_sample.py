@@ -5,6 +5,8 @@ One small model is trained once on the `demo` corpus (a few hundred steps, CPU) 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from typing import Sequence
 import shutil
 import subprocess
 import sys
@@ -15,15 +17,32 @@ import torch
 from typer.testing import CliRunner
 
 import textebm
-from cli import app
+from pipeline.cli import app
 from corpora.batching import frame
 from corpora.vocab import UNK_ID
-from textebm.api import sample_health, token_accuracy
+from textebm.api import token_accuracy
 from textebm.config import for_corpus
 from textebm.train import TrainSetup, train
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+
+
+def sample_health(sentences: Sequence[str | Sequence[str]]) -> dict:
+    """How sentence-like a set of samples is (long-run chains must not collapse into garbage).
+
+    - `nonempty`: fraction with at least one word;
+    - `not_repetitive`: fraction whose most frequent word is < 50% of its words (a one-word
+      sentence counts as repetitive; `the the the ...` is what a degenerate chain produces);
+    - `distinct`: fraction of distinct sentences; `mean_len`: words per sentence.
+    """
+    toks = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+    n = max(len(toks), 1)
+    nonempty = sum(1 for t in toks if t)
+    varied = sum(1 for t in toks if t and Counter(t).most_common(1)[0][1] < 0.5 * len(t))
+    return {"n": len(toks), "nonempty": nonempty / n, "not_repetitive": varied / n,
+            "distinct": len({" ".join(t) for t in toks}) / n,
+            "mean_len": sum(len(t) for t in toks) / n}
 
 
 @pytest.fixture(scope="session")
@@ -238,7 +257,7 @@ def test_cli_corrupt_checkpoint_is_one_line_no_traceback(run_dir, tmp_path):
     bad = _broken_copy(run_dir, tmp_path)
     (bad / "checkpoint.pt").write_bytes(b"\x00garbage\xff" * 100)
     # A real process, so a traceback would show on stderr.
-    p = subprocess.run([sys.executable, "-m", "cli", "sample", "--checkpoint", str(bad)],
+    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "sample", "--checkpoint", str(bad)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]

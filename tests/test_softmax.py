@@ -1,9 +1,9 @@
-"""The fused output softmax (textebm/softmax.py) against torch's linear + cross_entropy."""
+"""The fused output softmax (common/softmax.py) against torch's linear + cross_entropy."""
 import torch
 import torch.nn.functional as F
 
 from corpora.batching import frame
-from textebm.softmax import sentence_log_probs, target_log_probs
+from common.softmax import sentence_log_probs, target_log_probs
 
 
 def _case(dtype=torch.float32, n=9, h=6, v=13, seed=0):

@@ -8,7 +8,8 @@ import textebm.train as train_mod
 from textebm.checkpoint import load_checkpoint, load_run_files
 from textebm.config import for_corpus
 from textebm.diagnostics import recon_nll as reconstruction_nll
-from textebm.train import DivergenceError, TrainSetup, build_model, train
+from textebm.model import build_model
+from textebm.train import DivergenceError, TrainSetup, train
 
 
 def small_cfg(steps, **train_kw):
@@ -63,7 +64,7 @@ def test_divergence_guard_names_the_step_and_keeps_the_last_good_checkpoint(demo
         calls["n"] += 1
         m, z_pos = real(*a, **k)
         if calls["n"] == 3:
-            m["gap"] = float("nan")
+            m["e_pos_minus_neg"] = float("nan")
         return m, z_pos
 
     monkeypatch.setattr(train_mod, "train_step", flaky)

@@ -27,8 +27,7 @@ from corpora.vocab import EOS_ID, PAD_ID, UNK, Vocab
 from textebm.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, load_run_files
 from textebm.ema import EMA_KEY
 from textebm.config import RunConfig
-from textebm.model import LatentEBM
-from textebm.precision import DTYPES, resolve as resolve_precision
+from textebm.model import LatentEBM, build_model
 
 DECODE_MODES = ("sample", "greedy")
 # Longest decoded sentence when the caller does not say (tokens, `</s>` included). Yahoo
@@ -105,23 +104,6 @@ class Interpolation:
     n_unk: int
 
 
-def sample_health(sentences: Sequence[str | Sequence[str]]) -> dict:
-    """How sentence-like a set of samples is (long-run chains must not collapse into garbage).
-
-    - `nonempty`: fraction with at least one word;
-    - `not_repetitive`: fraction whose most frequent word is < 50% of its words (a one-word
-      sentence counts as repetitive; `the the the ...` is what a degenerate chain produces);
-    - `distinct`: fraction of distinct sentences; `mean_len`: words per sentence.
-    """
-    toks = [s.split() if isinstance(s, str) else list(s) for s in sentences]
-    n = max(len(toks), 1)
-    nonempty = sum(1 for t in toks if t)
-    varied = sum(1 for t in toks if t and Counter(t).most_common(1)[0][1] < 0.5 * len(t))
-    return {"n": len(toks), "nonempty": nonempty / n, "not_repetitive": varied / n,
-            "distinct": len({" ".join(t) for t in toks}) / n,
-            "mean_len": sum(len(t) for t in toks) / n}
-
-
 def token_accuracy(references: Sequence[Sequence[int]], hyp: torch.Tensor) -> tuple[float, list[float]]:
     """Position-wise accuracy of decoded ids against the references, over each reference's words
     and its `</s>` (a decode that stops early or runs long misses the rest).
@@ -160,7 +142,7 @@ class TextEBM:
 
     @property
     def precision(self) -> str:
-        """The decoder's compute precision, fp32 or bf16 (textebm.precision)."""
+        """The decoder's compute precision, fp32 or bf16 (common.precision)."""
         return "bf16" if self.model.decoder.compute_dtype == torch.bfloat16 else "fp32"
 
     @property
@@ -205,7 +187,7 @@ class TextEBM:
                       profile: bool = False, noise: float | None = None,
                       sampler: str | None = None) -> Samples:
         """n prior chains: z_0 ~ N(0, I), `steps` Langevin steps on U0(z) = E(z) + ||z||^2/2
-        (default K0, s0 of the run), then one sentence per z (ancestral or greedy). `noise`: the
+        (default the run's sampling steps, K0 unless sample_k0 is set, and s0), then one sentence per z (ancestral or greedy). `noise`: the
         chain's noise scale (default the run's `sampling_noise()`; 1 = Langevin on U0).
 
         `trace_at`: also decode the same chains after those steps (paper Table 3); `profile`:
@@ -215,7 +197,7 @@ class TextEBM:
         chains that sample p_alpha itself (no noise scale, no profile; LatentEBM.sample_prior).
         """
         lc = self.config.langevin
-        steps = lc.k0 if steps is None else int(steps)
+        steps = lc.sampling_steps() if steps is None else int(steps)
         step_size = lc.s0 if step_size is None else float(step_size)
         noise = lc.sampling_noise() if noise is None else float(noise)
         max_len = self.default_max_len() if max_len is None else int(max_len)
@@ -372,12 +354,13 @@ class TextEBM:
         return Interpolation(t=t.squeeze(1), z=z, sentences=self.decode(ids), n_unk=enc.n_unk)
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
+def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str | None = None,
          compile: bool = False, average: bool = True) -> TextEBM:
     """Load a run folder (config.json, vocab.txt, checkpoint.pt; weights only, no pickles).
     A path to checkpoint.pt itself also works. `average`: read the run with its weight average
     where it kept one (train.ema > 0, textebm.ema); False: with its last weights (`TextEBM.weights`
-    says which). `precision`: fp32, bf16 or auto for the decoder's compute (textebm.precision);
+    says which). `precision`: fp32, bf16 or auto for the decoder's compute (common.precision; default: what
+    the run trained in, its recorded precision_used);
     `TextEBM.precision` says what was picked. `compile`: run the
     prior chain compiled (textebm.langevin.CompiledChain). Raises CheckpointError for a missing,
     corrupted or mismatched run."""
@@ -392,17 +375,14 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", precision: str
         state = payload[EMA_KEY]
     if not isinstance(state, dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT} holds no model weights")
-    model = LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
+    model = build_model(cfg, device, precision or cfg.train.precision_used or "fp32", compile)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), "")
         raise CheckpointError(f"{run_dir}: the weights do not match config.json / vocab.txt "
                               f"({first[:160]})") from None
-    picked, _ = resolve_precision(precision, device)
-    model.decoder.compute_dtype = DTYPES[picked]
-    model.compile_prior = compile
-    return TextEBM(model.to(device), vocab, cfg, run_dir, int(payload.get("step", 0)),
+    return TextEBM(model, vocab, cfg, run_dir, int(payload.get("step", 0)),
                    weights="average" if averaged else "last")
 
 

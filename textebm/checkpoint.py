@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corpora.storage import (CheckpointError, atomic_write, load_tensors, torch_bytes,  # noqa: F401
+from common.storage import (CheckpointError, atomic_write, load_tensors, torch_bytes,  # noqa: F401
                              write_json)
 from corpora.vocab import Vocab
 from textebm.config import RunConfig
 
 CHECKPOINT, CONFIG, VOCAB = "checkpoint.pt", "config.json", "vocab.txt"
-STATE = "state.json"  # RNG states of runs saved before they moved into checkpoint.pt
 
 
 def save_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab) -> None:
@@ -56,7 +55,10 @@ def restore_rng(run_dir: Path, payload: dict) -> None:
     torch.set_rng_state(payload["torch_rng"].cpu())
     if "cuda_rng" in payload and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
-    state = payload if "python_rng" in payload else json.loads((run_dir / STATE).read_text())
+    if "python_rng" not in payload:
+        raise CheckpointError(f"{run_dir}: the checkpoint holds no random-number states (saved by "
+                              "a textebm older than resumable runs); it can be read, not resumed")
+    state = payload
     v, internal, g = state["python_rng"]
     random.setstate((v, tuple(internal), g))
     n = state["numpy_rng"]

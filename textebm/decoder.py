@@ -13,8 +13,8 @@ from torch import nn
 
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textebm.config import DecoderConfig
-from textebm.precision import autocast
-from textebm.softmax import sentence_log_probs
+from common.precision import autocast
+from common.softmax import sentence_log_probs
 
 MAX_LOGITS = 2**24  # rows x positions x vocabulary of one scoring call: 64 MB of fp32 logits
 
@@ -30,7 +30,7 @@ class LSTMDecoder(nn.Module):
         self.proj = nn.Linear(cfg.hidden, cfg.vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
-        # Compute precision of the LSTM and the softmax matmuls (textebm.precision); weights,
+        # Compute precision of the LSTM and the softmax matmuls (common.precision); weights,
         # log-probs and gradients w.r.t. z stay fp32. Not part of the state_dict.
         self.compute_dtype = torch.float32
 

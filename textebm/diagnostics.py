@@ -8,20 +8,14 @@ For any corpus (`latent_use`):
     He et al. 2019), with q(z|x) a diagonal Gaussian fitted to several posterior chains per
     sentence, q(z) their mixture over the N sentences (so it cannot exceed log N), scored at
     held-out chain end points.
-For the synthetic demo grammar, which knows log p(x) and p(topic | x) exactly (`demo_report`):
-  - topic probe: a logistic regression from inferred z to the true topic, next to the Bayes
-    accuracy of the true p(topic | x) (the best any z could do); read three ways: z from one
-    posterior chain (what `infer` returns), the mean of several chains (the posterior mean, free of
-    one chain's scatter), and the chain's start g(x) where the run has an amortized encoder;
-  - the share of prior samples the grammar cannot emit, and the samples' exact NLL/token next to
-    the data's.
+The prior's coherence with its codes (`prior_coherence`, PROTOCOL.md §2c); the demo grammar's own
+checks (topic probe, impossible samples) are in pipeline/demo_checks.py.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from corpora.batching import by_length, frame, scored_tokens
@@ -176,11 +170,12 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     codes = posterior_chains(model, sents, 1, seed, read=True).squeeze(1)
-    z, _ = model.sample_prior(cfg.samples, generator=gen, noise=model.langevin_cfg.sampling_noise(),
+    lc = model.langevin_cfg
+    z, _ = model.sample_prior(cfg.samples, lc.sampling_steps(), generator=gen, noise=lc.sampling_noise(),
                               sampler=sampler)
     starts = torch.randn(cfg.starts, model.latent_dim, generator=gen, device=model.device, dtype=model.dtype)
     with frozen(model):
-        ends, _ = descend(model.prior_energy, starts, cfg.descent_steps, cfg.descent_lr)
+        ends, _ = descend(model.prior_energy, model.to_z(starts), cfg.descent_steps, cfg.descent_lr)
         with torch.no_grad():
             e_codes, e_samples, e_ends = (model.energy(v).double() for v in (codes, z, ends))
     if log_z is None or "plain_mc" not in log_z:
@@ -199,106 +194,3 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
                                  "ais_temperatures": ais["temperatures"],
                                  "ais_chains": ais["chains"], "ais_runs": ais["runs"],
                                  "plain_mc_draws": plain["draws"], "codes": len(sents)}}
-
-
-def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> float:
-    """Multinomial logistic regression (L-BFGS, small L2), fitted on train, scored on test."""
-    mu, sd = z_tr.mean(0), z_tr.std(0).clamp_min(1e-6)
-    a, b = (z_tr - mu) / sd, (z_te - mu) / sd
-    lin = torch.nn.Linear(a.size(1), classes).double()
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-    ya = torch.as_tensor(y_tr)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(a.double()), ya) + 1e-3 * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    with torch.no_grad():
-        return float((lin(b.double()).argmax(1) == torch.as_tensor(y_te)).double().mean())
-
-
-PROBE_CHAINS = 8  # chains per sentence behind the posterior-mean reading of the topic probe
-
-
-def demo_report(model: LatentEBM, vocab, samples: list[list[str]], seed: int = 0,
-                probe_sentences: tuple[int, int] = (1000, 500)) -> dict:
-    """Diagnostics measured against the demo grammar itself (corpora/demo.py), not the model.
-
-    samples: prior samples as token lists. The probe's sentences are fresh draws from the grammar
-    (with their true topics), so it never sees the training data.
-    """
-    return {**topic_probes(model, vocab, seed, probe_sentences), **grammar_checks(samples),
-            **posterior_decodes(model, vocab, seed)}
-
-
-def posterior_decodes(model: LatentEBM, vocab, seed: int = 0, n: int = 1000,
-                      max_len: int = 100) -> dict:
-    """Sentences decoded from the aggregate posterior instead of the prior: z from one posterior
-    chain (the training chain) for each of n fresh grammar sentences, then x ~ p(x|z) ancestrally,
-    checked against the grammar (`posterior_impossible_share`, `posterior_samples_exact_nll_tok`).
-    Beside the prior samples' checks it splits their error in two: what the decoder gets wrong
-    from a z the posterior puts on data, and what the prior adds by drawing z elsewhere."""
-    from corpora import demo
-    ids = [vocab.encode(t) for _, t in demo.generate(n, seed=20_000 + seed)]
-    z = posterior_chains(model, ids, 1, seed + 2).squeeze(1)
-    gen = torch.Generator(device=model.device).manual_seed(seed + 3)
-    with torch.no_grad():
-        out = [model.decoder.generate(z[i:i + 256], max_len=max_len, generator=gen)
-               for i in range(0, n, 256)]
-    sents = [vocab.decode(row) for part in out for row in part.tolist()]
-    checks = grammar_checks(sents)
-    return {"posterior_impossible_share": checks["impossible_share"],
-            "posterior_samples_exact_nll_tok": checks["samples_exact_nll_tok"]}
-
-
-def topic_probes(model: LatentEBM, vocab, seed: int = 0,
-                 probe_sentences: tuple[int, int] = (1000, 500), chains: int = PROBE_CHAINS) -> dict:
-    """Topic probe accuracies on fresh demo sentences from z of one posterior chain (the run's
-    reading chain, as `infer` runs it; `topic_probe_acc`), from the mean of `chains` such chains
-    (`topic_probe_mean_acc`) and from the amortized start g(x) (`topic_probe_init_acc`, None
-    without an encoder); the Bayes accuracy;
-    and the chains' scatter against the spread of the posterior means (`z_within_var`,
-    `z_between_var`: per-dimension variances averaged over dimensions)."""
-    from corpora import demo
-    n_tr, n_te = probe_sentences
-    labelled = demo.generate(n_tr + n_te, seed=10_000 + seed)
-    topics = np.array([k for k, _ in labelled])
-    ids = [vocab.encode(t) for _, t in labelled]
-
-    def probe(z: torch.Tensor) -> float:
-        z = z.cpu().double()
-        return _probe_accuracy(z[:n_tr], topics[:n_tr], z[n_tr:], topics[n_tr:], len(demo.TOPICS))
-
-    # The one-chain reading draws its own chains, as it did before the other two readings
-    # existed, so that it stays comparable with earlier measurements.
-    one = posterior_chains(model, ids, 1, seed, read=True).squeeze(1)
-    many = posterior_chains(model, ids, chains, seed + 1, read=True)
-    init = None
-    if model.encoder is not None:
-        with torch.no_grad():
-            init = probe(torch.cat([model.encoder(frame(ids[i:i + 256]).to(model.device))
-                                    for i in range(0, len(ids), 256)]))
-    bayes = float(np.mean([demo.topic_posterior(t).argmax() == k for k, t in labelled[n_tr:]]))
-    return {"topic_probe_acc": probe(one), "topic_probe_mean_acc": probe(many.mean(1)),
-            "topic_probe_init_acc": init, "topic_bayes_acc": bayes, "probe_chains": chains,
-            "z_within_var": float(many.var(1).mean()), "z_between_var": float(many.mean(1).var(0).mean())}
-
-
-def grammar_checks(samples: list[list[str]]) -> dict:
-    """Samples (token lists) scored by the demo grammar's exact log p(x): the share it cannot
-    emit, and the NLL/token of the rest next to the data's, each with its standard error.
-
-    `data_exact_nll_tok` is the grammar's entropy rate on 50,000 fresh sentences
-    (demo.entropy_rate, standard error 0.0014); `valid_exact_nll_tok` is the valid split's 1,000
-    sentences, the reference of measurements made before (docs/latent-study.md)."""
-    from corpora import demo
-    nll, se, impossible = demo.exact_nll_rate(samples)
-    data_nll, data_se = demo.entropy_rate()
-    valid_nll, valid_tokens = demo.true_nll(demo.splits()["valid"])
-    return {"impossible_share": impossible,
-            "samples_exact_nll_tok": nll, "samples_exact_nll_tok_se": se,
-            "data_exact_nll_tok": data_nll, "data_exact_nll_tok_se": data_se,
-            "samples_vs_data": nll / data_nll - 1,
-            "valid_exact_nll_tok": valid_nll / valid_tokens, "samples_scored": int(len(samples))}

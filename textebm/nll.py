@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 
 from corpora.batching import by_length, frame
-from corpora.storage import atomic_write, load_tensors, torch_bytes
+from common.storage import atomic_write, load_tensors, torch_bytes
 from textebm.decoder import MAX_LOGITS
 from textebm.langevin import descend
 from textebm.model import LatentEBM, frozen
@@ -196,9 +196,10 @@ def partition(model: LatentEBM, ais: AISConfig, plain_mc_draws: int = 200_000, s
     if model.prior is None:
         return {"log_z": 0.0, "estimator": "exact (N(0, I) prior)"}
     with frozen(model):
-        res = ais_log_z(model.energy, model.latent_dim, ais, model.device, model.dtype)
+        # On the whitened coordinates (model.tilt): from N(0, I) there, for either base.
+        res = ais_log_z(model.tilt, model.latent_dim, ais, model.device, model.dtype)
         if plain_mc_draws:
-            res["plain_mc"] = plain_mc_log_z(model.energy, model.latent_dim, plain_mc_draws,
+            res["plain_mc"] = plain_mc_log_z(model.tilt, model.latent_dim, plain_mc_draws,
                                              seed, model.device, model.dtype)
     return res
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from corpora.storage import read_jsonl
+from common.storage import read_jsonl
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
@@ -45,7 +45,7 @@ def plot_curves(metrics: Path, png: Path) -> Path:
     ax[0].set(title="decoder NLL per token (nats)", xlabel="step")
     ax[0].legend()
     # The prior's curves start where the EBM starts learning (train.prior_start).
-    learned = [m for m in steps if "gap" in m]
+    learned = [m for m in steps if "e_pos" in m]
     if learned:
         lx = [m["step"] for m in learned]
         ax[1].plot(lx, _smooth([m["e_pos"] for m in learned], w), label="E(z+) posterior")

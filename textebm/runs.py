@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from corpora.interrupt import lock_owner
-from corpora.storage import read_jsonl
+from common.interrupt import lock_owner
+from common.storage import read_json as _json, read_jsonl
 from textebm.checkpoint import CheckpointError
 
 def runs_root() -> Path:
@@ -72,8 +72,8 @@ def list_runs(root: Path) -> list[dict]:
             status = "interrupted"
         out.append({
             "run": str(run), "corpus": t.get("corpus"),
-            "recipe": f"{cfg.get('prior', {}).get('kind', 'ebm')}/{lc.get('init1', 'noise')}"
-                      f"/{lc.get('prior_sampler', 'chain')}",
+            "recipe": t.get("recipe") or f"{cfg.get('prior', {}).get('kind', 'ebm')}/"
+                      f"{lc.get('init1', 'noise')}/{lc.get('prior_sampler', 'chain')}",
             "steps": step, "max_steps": t["max_steps"],
             "train_seconds": steps[-1].get("seconds") if steps else None,
             "val_nll_tok": evals[-1].get("val_recon_nll_tok") if evals else None,
@@ -82,9 +82,3 @@ def list_runs(root: Path) -> list[dict]:
             "nll": (ev.get("nll") or {}).get("nll"), "status": status})
     return out
 
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

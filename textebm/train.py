@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 
 from corpora.batching import Batches, frame, scored_tokens
-from corpora.interrupt import DeferredStop
-from corpora.progress import Bar
+from common.interrupt import DeferredStop
+from common.progress import Bar
+from common.tensorboard import open_writer, samples_text, scalars
 from corpora.registry import Corpus
-from corpora.storage import append_line, trim_jsonl
+from common.storage import append_line, trim_jsonl
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.api import TextEBM
@@ -39,16 +41,12 @@ from textebm.diagnostics import LIGHT_COHERENCE, latent_use, prior_coherence
 from textebm.ema import EMA_KEY, ema_init, ema_update
 from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
-from textebm.model import LatentEBM
-from textebm.precision import DTYPES, resolve
+from textebm.model import LatentEBM, build_model
+from common.precision import resolve
 
 
 class DivergenceError(Exception):
     """A loss or energy became NaN/inf; the last good checkpoint is kept."""
-
-
-def build_model(cfg: RunConfig) -> LatentEBM:
-    return LatentEBM(cfg.prior, cfg.decoder, cfg.langevin, cfg.encoder)
 
 
 def base_lrs(cfg: RunConfig) -> dict[str, float]:
@@ -89,10 +87,13 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: 
     opt.step()
 
 
-def prior_loss(model: LatentEBM, z_pos: torch.Tensor, z_neg: torch.Tensor, energy_reg: float
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step 4's loss, mean E(z+) - mean E(z-) (+ energy_reg x the mean squared energies), and the
-    two mean energies. z_pos: (B, D), z_neg: (M, D)."""
+def prior_loss(model: LatentEBM, z_pos: torch.Tensor, z_neg: torch.Tensor, energy_reg: float,
+               grad_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 4's loss, mean E(z+) - mean E(z-) (+ energy_reg x the mean squared energies,
+    + grad_penalty x the mean squared slopes |dE/dz|^2 at both), and the two mean energies.
+    z_pos: (B, D), z_neg: (M, D)."""
+    if grad_penalty:
+        z_pos, z_neg = z_pos.detach().requires_grad_(True), z_neg.detach().requires_grad_(True)
     en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
     e_pos, e_neg = en_pos.mean(), en_neg.mean()
     loss = e_pos - e_neg
@@ -100,21 +101,53 @@ def prior_loss(model: LatentEBM, z_pos: torch.Tensor, z_neg: torch.Tensor, energ
         # Without it, when the prior chain cannot reach where z+ lies, E+ - E- falls without
         # bound and the energies blow up (measured: |E| ~ 1e6 within 700 steps at lr 1e-3).
         loss = loss + energy_reg * (en_pos.pow(2).mean() + en_neg.pow(2).mean())
+    if grad_penalty:
+        # A steep energy digs wells narrower than a Langevin step, which the prior chain steps
+        # over and so never lifts (docs/coherence.md); a bounded slope keeps them reachable.
+        g_pos, g_neg = torch.autograd.grad(en_pos.sum() + en_neg.sum(), (z_pos, z_neg),
+                                           create_graph=True)
+        loss = loss + grad_penalty * (g_pos.pow(2).sum(-1).mean() + g_neg.pow(2).sum(-1).mean())
     return loss, e_pos, e_neg
 
 
+class PersistentPrior:
+    """Persistent prior chains (langevin.prior_buffer > 0): a bank of z- chains. Each EBM update
+    draws n of them at random, restarts a `prior_reinit` share from N(0, I), runs the prior chain
+    K0 steps on and puts them back, so over training each chain runs thousands of steps and finds
+    the wells that a K0-step chain from N(0, I) never reaches; the contrastive update then lifts
+    them (persistent contrastive divergence, Tieleman 2008). bank: (N, D)."""
+
+    def __init__(self, bank: torch.Tensor, reinit: float):
+        self.bank, self.reinit = bank, reinit
+
+    def draw(self, model: LatentEBM, n: int) -> torch.Tensor:
+        """n chains, advanced K0 steps and written back. -> z-: (n, D)"""
+        rows = torch.randint(0, self.bank.size(0), (n,), device=self.bank.device)
+        z0 = self.bank[rows]
+        fresh = torch.rand(n, device=z0.device) < self.reinit
+        z0 = torch.where(fresh.unsqueeze(-1), torch.randn_like(z0), z0)
+        z = model.sample_prior(n, z0=z0)[0]
+        self.bank[rows] = z.detach()
+        return z
+
+
 def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
-               z0: torch.Tensor | None = None, sync=None, learn_prior: bool = True
-               ) -> tuple[dict, torch.Tensor]:
+               z0: torch.Tensor | None = None, sync=None, learn_prior: bool = True,
+               prior_bank: PersistentPrior | None = None) -> tuple[dict, torch.Tensor]:
     """One iteration of Algorithm 1 on x: (B, T), the posterior chain started at z0: (B, D) if
     given (persistent chains). `sync(params)`: sums gradients over data-parallel ranks
-    (textebm.distributed). `learn_prior=False` skips steps 1 and 4 (train.prior_start). Returns
-    floats for logging and z+: (B, D)."""
+    (textebm.distributed). `learn_prior=False` skips steps 1 and 4 (train.prior_start).
+    `prior_bank`: the prior chains continue persistent ones instead of starting from N(0, I).
+    Returns floats for logging and z+: (B, D)."""
     tc = cfg.train
     # The Gaussian prior learns nothing, but its z- are still drawn (and logged), as they always
     # were: the random stream, and so a Gaussian run, stays what it was before prior_start.
     n_neg = tc.prior_chains or x.size(0)
-    z_neg = model.sample_prior(n_neg)[0] if learn_prior else None
+
+    def negatives() -> torch.Tensor:
+        return model.sample_prior(n_neg)[0] if prior_bank is None else prior_bank.draw(model, n_neg)
+
+    z_neg = negatives() if learn_prior else None
     z_pos, _ = model.infer(x, z0=z0)
 
     model.train()
@@ -125,11 +158,14 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
     for i in range(tc.prior_updates if learn_prior and model.prior is not None else 0):
         if i:  # each further update of the same z+ against a fresh prior chain
-            z_neg = model.sample_prior(n_neg)[0]
-        loss_prior, e_pos, e_neg = prior_loss(model, z_pos, z_neg, tc.energy_reg)
+            z_neg = negatives()
+        loss_prior, e_pos, e_neg = prior_loss(model, z_pos, z_neg, tc.energy_reg, tc.grad_penalty)
         _update(opts["prior"], loss_prior, list(model.prior.parameters()), tc.clip_prior, sync)
         if not i:  # the energies logged are those of the iteration's first prior update
-            logs.update(e_pos=e_pos.detach(), e_neg=e_neg.detach(), gap=(e_pos - e_neg).detach())
+            logs.update(e_pos=e_pos.detach(), e_neg=e_neg.detach(),
+                        e_pos_minus_neg=(e_pos - e_neg).detach())
+    if learn_prior and model.fitted_base:
+        model.update_base(z_pos, cfg.prior.base_decay)
     if model.encoder is not None:
         loss_enc = (model.encoder(x) - z_pos).pow(2).sum(-1).mean()
         _update(opts["encoder"], loss_enc, list(model.encoder.parameters()), None, sync)
@@ -141,7 +177,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     return out, z_pos
 
 
-def validate(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
+def validation_metrics(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
     """Validation NLL/token at the posterior z (the run's own chain) and at random z, whose
     difference is the latent gap, plus active units and I(x; z) on up to 100 sentences, and the
     prior's coherence with the codes on up to 200 (diagnostics.prior_coherence, light budget)."""
@@ -164,6 +200,7 @@ class TrainSetup:
     progress: bool = True
     resume: bool = False
     ranks: Ranks = Ranks()  # data-parallel position (textebm.distributed); one process by default
+    tensorboard: Path | None = None  # also write TensorBoard event files here (common.tensorboard)
 
 
 def seed_everything(seed: int) -> None:
@@ -172,12 +209,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> dict:
-    """Train to cfg.train.max_steps in setup.out_dir (resuming there if setup.resume).
+@dataclass
+class Run:
+    """A run ready for its loop: the settings it runs (a resume's are the recorded ones), its
+    vocabulary and units, the data as ids, the model and optimisers at `step`, and the training
+    state saved beside the weights (`extra`: the persistent chains, the weight average)."""
+    cfg: RunConfig
+    vocab: Vocab
+    tokenizer: SubwordTokenizer | None
+    train_ids: list
+    valid_ids: list
+    model: LatentEBM
+    opts: dict
+    step: int
+    seconds_before: float
+    extra: dict
+    bank: torch.Tensor | None            # persistent posterior chains, one per training sentence
+    prior_bank: PersistentPrior | None   # persistent prior chains
 
-    Returns a summary dict (also written as `summary.json`). Raises DivergenceError on NaN/inf.
-    """
+
+def start_run(cfg: RunConfig, corpus: Corpus, setup: TrainSetup) -> Run:
+    """Run setup: the settings (a resume's recorded ones, extended to the new length), subword
+    units and vocabulary learned on the training split (rank 0 writes them, the others read),
+    precision decided once, the model and optimisers, and on resume their saved state."""
     out, t, ranks = setup.out_dir, cfg.train, setup.ranks
+    if ranks.world > 1 and cfg.prior.base == "fitted":
+        raise ValueError("a fitted prior base (moving moments of each rank's codes) is "
+                         "single-process only")
     if ranks.world > 1 and cfg.langevin.init1 == "persistent":
         raise ValueError("persistent posterior chains (a per-sentence bank) are single-process "
                          "only; use --posterior-init encoder or noise with torchrun")
@@ -218,9 +276,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     train_ids = [vocab.encode(s) for s in to_units(corpus.train, tokenizer)]
     valid = corpus.split("valid")[: t.eval_sentences] if corpus.has("valid") else []
     valid_ids = [vocab.encode(s) for s in to_units(valid, tokenizer)]
-    model = build_model(cfg).to(setup.device)
-    model.decoder.compute_dtype = DTYPES[t.precision_used or "fp32"]
-    model.compile_prior = t.compile
+    model = build_model(cfg, setup.device, t.precision_used or "fp32", t.compile)
     opts = make_optimizers(model, cfg)
     step, seconds_before = 0, 0.0
     if setup.resume:
@@ -245,14 +301,37 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             gen = torch.Generator(device=setup.device).manual_seed(t.seed + 3)
             bank = init_z(len(train_ids), model.latent_dim, setup.device, gen, model.dtype)
     extra = {"bank": bank} if bank is not None else {}
+    prior_bank = None
+    if cfg.langevin.prior_buffer and model.prior is not None:
+        if setup.resume and "prior_bank" in payload:
+            z = payload["prior_bank"].to(setup.device)
+        else:
+            gen = torch.Generator(device=setup.device).manual_seed(t.seed + 5)
+            z = init_z(cfg.langevin.prior_buffer, model.latent_dim, setup.device, gen, model.dtype)
+        prior_bank = PersistentPrior(z, cfg.langevin.prior_reinit)
+        extra["prior_bank"] = z
     # The weight average (train.ema) is saved beside the weights; a resume continues it.
     if t.ema:
         extra[EMA_KEY] = payload[EMA_KEY] if setup.resume and EMA_KEY in payload else ema_init(model)
+    return Run(cfg, vocab, tokenizer, train_ids, valid_ids, model, opts, step, seconds_before,
+               extra, bank, prior_bank)
+
+
+def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> dict:
+    """Train to cfg.train.max_steps in setup.out_dir (resuming there if setup.resume): Algorithm 1
+    top to bottom, with validation, checkpoints and metrics.jsonl.
+
+    Returns a summary dict (also written as `summary.json`). Raises DivergenceError on NaN/inf.
+    """
+    run = start_run(cfg, corpus, setup)
+    out, ranks, cfg, model, opts = setup.out_dir, setup.ranks, run.cfg, run.model, run.opts
+    t, step, extra, bank, prior_bank = cfg.train, run.step, run.extra, run.bank, run.prior_bank
+    train_ids, valid_ids = run.train_ids, run.valid_ids
     budget_s = math.inf if t.time_budget is None else 60 * t.time_budget
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
     # The model as `textebm sample` sees it: validation samples are drawn the same way.
-    view = TextEBM(model, vocab, cfg, out)
+    view = TextEBM(model, run.vocab, cfg, out)
     # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live. A resume first
     # drops the lines past the checkpoint's step (written after the last save, written again
     # now) and a last line cut short by kill -9 or a full disk.
@@ -263,6 +342,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             warnings.warn(f"{metrics_path}: dropped {dropped} line(s) past step {step} or cut short",
                           RuntimeWarning)
     metrics_f = open(metrics_path, "a", buffering=1) if ranks.main else None
+    tb = open_writer(setup.tensorboard) if setup.tensorboard and ranks.main else None
     bar = Bar("train", t.max_steps, step) if setup.progress and ranks.main else None
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
@@ -270,7 +350,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     t0, tokens_seen = time.time(), 0
 
     def seconds() -> float:  # training time of the run so far, over all its resumes
-        return seconds_before + time.time() - t0
+        return run.seconds_before + time.time() - t0
 
     def out_of_time() -> bool:  # rank 0's clock decides, so all ranks stop at the same step
         return budget_s < math.inf and broadcast_object(seconds() >= budget_s, ranks)
@@ -292,7 +372,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if t.lr_final != 1.0:
                 set_lrs(opts, step, cfg)
             metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
-                                        sync, learn_prior=step >= t.prior_start)
+                                        sync, learn_prior=step >= t.prior_start,
+                                        prior_bank=prior_bank)
             if bank is not None:
                 bank[rows] = z_pos
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
@@ -311,15 +392,19 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if not ranks.main:
                 continue
             append_line(metrics_path, json.dumps(metrics), metrics_f)
+            if tb:
+                scalars(tb, "train", metrics, step, TB_TRAIN)
             if bar:
                 bar.update(step, _bar_info(metrics, last_eval))
             last = step == t.max_steps or seconds() >= budget_s
             if t.eval_every and (step % t.eval_every == 0 or last) and valid_ids:
                 shown = view.sample_chains(t.samples_shown, seed=t.seed + 2).sentences
-                last_eval = {"step": step, "kind": "eval", **validate(model, valid_ids, t.seed + 1),
+                last_eval = {"step": step, "kind": "eval", **validation_metrics(model, valid_ids, t.seed + 1),
                              "samples": shown}
                 append_line(metrics_path, json.dumps(last_eval), metrics_f)
                 metrics_f.flush()
+                if tb:
+                    _tensorboard_eval(tb, view, last_eval, t.seed + 2)
                 if on_eval:
                     on_eval(last_eval)
             if t.save_every and step % t.save_every == 0:
@@ -333,6 +418,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
         stop.restore()
         if metrics_f:
             metrics_f.close()
+        if tb:
+            tb.close()
         if bar:
             bar.close()
     if not ranks.main:
@@ -348,10 +435,30 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     return summary
 
 
+TB_TRAIN = ("loss_dec", "nll_tok", "e_pos", "e_neg", "e_pos_minus_neg", "init_err", "z_pos_norm",
+            "z_neg_norm", "tok_s")
+
+
+def _tensorboard_eval(tb, view: TextEBM, ev: dict, seed: int) -> None:
+    """A validation in TensorBoard: its numbers under valid/, its samples as text, and the energy
+    profile of 16 prior chains (their own seeded generator: the training stream is untouched)."""
+    import matplotlib.image
+    from textebm.api import plot_energy_profile
+    step = ev["step"]
+    scalars(tb, "valid", ev, step, [k for k in ev if k not in ("step", "kind", "samples")])
+    samples_text(tb, "samples", ev["samples"], step)
+    if view.model.prior is not None:
+        s = view.sample_chains(16, profile=True, seed=seed, sampler="chain")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_energy_profile(s.profile, Path(tmp) / "profile.png")
+            tb.add_image("prior/energy_profile", matplotlib.image.imread(png)[..., :3], step,
+                         dataformats="HWC")
+
+
 def _bar_info(metrics: dict, ev: dict) -> str:
     info = f"{metrics['tok_s']:.0f} tok/s  nll/tok {metrics['nll_tok']:.3f}"
-    if "gap" in metrics:
-        info += f"  E+ - E- {metrics['gap']:+.3f}"
+    if "e_pos_minus_neg" in metrics:
+        info += f"  E+ - E- {metrics['e_pos_minus_neg']:+.3f}"
     if ev:
         info += f"  val {ev['val_recon_nll_tok']:.3f}"
     return info

@@ -93,6 +93,15 @@ def trim_jsonl(path: Path, keep) -> int:
     return dropped
 
 
+def read_json(path: Path) -> dict:
+    """A JSON file's object, or {} where it is missing or unreadable (a run folder's optional
+    summary.json, eval.json)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 

@@ -16,18 +16,17 @@ NLL added to an evaluation that used a random subset).
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
 from lm_eval.lstm_lm import LSTMLMConfig
 from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
+from pipeline import demo_checks
 from textebm import diagnostics
 from textebm.api import TextEBM
 from textebm.checkpoint import write_json
@@ -136,7 +135,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         log("fitting a Gaussian to the aggregate posterior")
         res["aggregate_fit"] = tm.fit_aggregate(corpus.train[:AGGREGATE_FIT], cfg.seed)
     if "ppl" in parts:
-        log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, K0={tm.config.langevin.k0})")
+        log(f"sampling {cfg.num_samples:,} sentences ({cfg.decode}, {tm.config.langevin.sampling_steps()} prior steps)")
         noise = write_samples(tm, run_dir / "samples.txt", cfg, progress)
         done("sampling")
         sampler = cfg.sampler or tm.config.langevin.prior_sampler
@@ -168,7 +167,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
         if tm.config.train.corpus == "demo":   # a cross-entropy cannot beat the data's entropy
-            res["nll"]["grammar_check"] = exact_check(per["nll"], [test[i] for i in pick])
+            res["nll"]["grammar_check"] = demo_checks.exact_check(per["nll"], [test[i] for i in pick])
         write_json(run_dir / "nll_sentences.json", {"test_index": pick, **per})
         res["nll"]["precision"] = tm.precision  # it may be added later than the other parts
         done("nll")
@@ -185,27 +184,13 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         if tm.config.train.corpus == "demo":
             if not (run_dir / "samples.txt").exists():
                 write_samples(tm, run_dir / "samples.txt", cfg, progress)
-            res["latent"].update(diagnostics.demo_report(
+            res["latent"].update(demo_checks.demo_report(
                 tm.model, tm.vocab, list(SampleFile(run_dir / "samples.txt")), cfg.seed))
         done("latent")
     write_json(run_dir / "eval.json", res)
     if "fppl" in res:
         (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
-
-
-def exact_check(nll: list[float], sentences: list[list[str]]) -> dict:
-    """The model's NLL of demo sentences against the grammar's exact -log p of the same ones:
-    the mean difference and its standard error (paired over sentences). A model's cross-entropy
-    is at least the data's entropy, so a difference below -2 standard errors is an estimator
-    bug (or log Z too low)."""
-    from corpora import demo
-    exact = -demo.log_probs(sentences)
-    diff = np.asarray(nll) - exact
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.inf
-    return {"exact_nll": float(exact.mean()), "model_minus_exact": float(diff.mean()),
-            "se": se, "below_by_se": float(-diff.mean() / se) if se > 0 else math.inf,
-            "passes": bool(diff.mean() >= -2 * se)}
 
 
 def _kept(path: Path, parts: list[str]) -> dict:

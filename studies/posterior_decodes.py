@@ -1,6 +1,6 @@
 """Where demo samples go wrong: the decoder, or the prior. One JSON line per run folder.
 
-    python bench/posterior_decodes.py runs/study/demo/defaultk1-10-ebm runs/study/demo/...
+    python -m studies.posterior_decodes runs/study/demo/defaultk1-10-ebm runs/study/demo/...
 
 For each trained demo run: 1,000 fresh grammar sentences, z from one posterior chain each (the
 run's training chain), x ~ p(x|z) ancestrally, scored by the grammar (textebm.diagnostics.
@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from textebm.api import load  # noqa: E402
-from textebm.diagnostics import posterior_decodes  # noqa: E402
+from textebm.api import load
+from pipeline.demo_checks import posterior_decodes
 
 
 def main() -> None:

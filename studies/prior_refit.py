@@ -1,7 +1,7 @@
 """Is the prior hole a moving-target effect? Refit a trained run's EBM to its final aggregate
 posterior, decoder frozen, then measure the samples again. One JSON line per run x setting.
 
-    python bench/prior_refit.py runs/study/demo/defaultps50pu2k150ema-s3-ebm [RUN ...]
+    python -m studies.prior_refit runs/study/demo/defaultps50pu2k150ema-s3-ebm [RUN ...]
         [--settings 0:0.001,1000:0.001,1000:0.0003] [--samples 2000]
 
 During training the EBM chases the posterior of a decoder that is still changing. Here the
@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.measured import add_measure_options, measure_afresh  # noqa: E402
-from corpora.batching import frame  # noqa: E402
-from corpora.registry import load_corpus  # noqa: E402
-from textebm.api import load  # noqa: E402
-from textebm.model import LatentEBM  # noqa: E402
-from textebm.train import prior_loss  # noqa: E402
+from studies.measured import add_measure_options, measure_afresh
+from corpora.batching import frame
+from corpora.registry import load_corpus
+from textebm.api import load
+from textebm.model import LatentEBM
+from textebm.train import prior_loss
 
 
 def posterior_bank(model: LatentEBM, ids: list[list[int]], batch: int = 256) -> torch.Tensor:

@@ -25,6 +25,8 @@ TRAIN_SPLIT = typer.Option("train", "--train-split", help="Split to train on and
                            "from (e.g. valid where train is missing); recorded in the run.")
 MAX_LEN = typer.Option(400, "--max-len", help="Longest sentence kept, in tokens.")
 ON_LONG = typer.Option("drop", "--on-long", help="What to do with longer lines: drop or cut.")
+TENSORBOARD = typer.Option(None, "--tensorboard", help="Also write TensorBoard event files to this "
+                           "folder (needs the tensorboard package).")
 
 
 def friendly(fn):
@@ -34,7 +36,7 @@ def friendly(fn):
         from corpora import CorpusError
         from textebm.checkpoint import CheckpointError
         from textebm.train import DivergenceError
-        from corpora.interrupt import raise_on_signals
+        from common.interrupt import raise_on_signals
         raise_on_signals()   # SIGTERM and SIGHUP stop a command as Ctrl-C does
         try:
             return fn(*args, **kwargs)
@@ -125,11 +127,16 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           k0: Optional[int] = typer.Option(None, "--k0", help="Prior Langevin steps (default 200; paper 60)."),
           s0: Optional[float] = typer.Option(None, "--s0", help="Prior Langevin step size s (paper 0.4)."),
           k1: Optional[int] = typer.Option(None, "--k1", help="Posterior Langevin steps (default 10; paper 20)."),
-          s1: Optional[float] = typer.Option(None, "--s1", help="Posterior Langevin step size s (paper 0.1)."),
-          posterior: Optional[str] = typer.Option(None, "--posterior", help="Posterior-chain preset: "
-                                                  "paper (Table 5: K1=20, s1=0.1 from N(0,I)), sri, steady "
-                                                  "(late EBM, 2 updates/iteration, weight average), "
-                                                  "or the project default; options below override it."),
+          s1: Optional[float] = typer.Option(None, "--s1", help="A constant posterior Langevin step "
+                                             "size s (paper 0.1); replaces the recipe's step-size "
+                                             "schedule unless --s1-schedule is given too."),
+          recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe: encoder "
+                                               "(the default: posterior chain from an amortized guess), "
+                                               "paper (Table 5: K1=20, s1=0.1 from N(0,I), K0=60), sri, "
+                                               "steady (late EBM, 2 updates/iteration, weight average); "
+                                               "--config and the options below override it."),
+          posterior: Optional[str] = typer.Option(None, "--posterior", hidden=True,
+                                                  help="Old name of --recipe."),
           s1_schedule: Optional[str] = typer.Option(None, "--s1-schedule", help="Posterior step sizes "
                                                     "per step, e.g. 0.8,0.5,0.2,0.1 (the last repeats); "
                                                     "'none' for a constant --s1."),
@@ -194,28 +201,31 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                    "(default 8000); word: largest vocabulary kept."),
           data_dir: Optional[Path] = DATA_DIR, train_split: str = TRAIN_SPLIT,
           max_len: int = MAX_LEN, on_long: str = ON_LONG,
+          tensorboard: Optional[Path] = TENSORBOARD,
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
     """Learn a latent-EBM prior model with Algorithm 1 (short-run Langevin prior + posterior)."""
     import torch
-    from textebm.config import for_corpus, override
     from textebm.device import pick_device
     from textebm.plots import plot_curves
-    from corpora.interrupt import RunLock
+    from common.interrupt import RunLock
     from textebm.runs import mark_latest, new_run_dir
     from textebm import distributed
     from textebm.train import TrainSetup, train as train_model
 
-    from textebm.config import apply_posterior_preset, parse_schedule
-    cfg = for_corpus(corpus)
-    if posterior:
-        apply_posterior_preset(cfg, posterior)
-    cfg = override(cfg, _toml(config))
+    from textebm.config import build_config, parse_schedule
+    if tensorboard:
+        from common.tensorboard import require
+        require()  # before a run folder is made
+    if recipe and posterior and recipe != posterior:
+        raise ValueError(f"--recipe {recipe} and --posterior {posterior} (its old name) disagree")
+    recipe = recipe or posterior
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
                      "lr_decoder": lr_decoder, "prior_start": prior_start, "lr_final": lr_final, "prior_updates": prior_updates,
                      "prior_chains": prior_chains, "ema": ema, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,
-                     "compile": compile},
+                     "compile": compile, "train_split": train_split, "max_len": max_len,
+                     "on_long": on_long},
            "langevin": {"k0": k0, "s0": s0, "k1": k1, "s1": s1, "noise0": noise0, "noise1": noise1,
                         "prior_sampler": prior_sampler,
                         "sample_noise0": sample_noise0, "init1": posterior_init,
@@ -223,9 +233,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                         "read_schedule": None if read_schedule is None else parse_schedule(read_schedule),
                         "read_noise1": read_noise1},
            "prior": {"kind": prior}, "decoder": {"word_dropout": word_dropout}}
-    override(cfg, {s: {k: v for k, v in d.items() if v is not None} for s, d in cli.items()})
-    cfg.train.train_split, cfg.train.max_len, cfg.train.on_long = train_split, max_len, on_long
-    cfg.validate()
+    cfg = build_config(corpus, recipe, _toml(config), cli)
     if resume:
         run_dir = resume
         if max_steps is None:  # a resume without --max-steps trains to the run's recorded length
@@ -233,8 +241,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
             cfg.train.max_steps = load_run_files(resume)[0].train.max_steps
         # A resumed run keeps its recorded settings; only --max-steps / --time-budget may extend it.
         ignored = [f"{sec}.{k}" for sec, d in cli.items() for k, v in d.items()
-                   if v is not None and k not in ("max_steps", "time_budget")]
-        ignored += ["--config"] * bool(config) + ["--posterior"] * bool(posterior)
+                   if v is not None and k not in ("max_steps", "time_budget", "train_split",
+                                                  "max_len", "on_long")]
+        ignored += ["--config"] * bool(config) + ["--recipe"] * bool(recipe)
         if ignored:
             err.print(f"note: --resume keeps the run's recorded settings; ignored: "
                       f"{', '.join(ignored)}", markup=False, highlight=False)
@@ -267,7 +276,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         err.print(f"run folder: {run_dir}" + (f" ({ranks.world} processes)" if ranks.world > 1 else ""))
     try:
         summary = train_model(cfg, data, TrainSetup(Path(run_dir), dev, progress=not quiet,
-                                                    resume=resume is not None, ranks=ranks),
+                                                    resume=resume is not None, ranks=ranks,
+                                                    tensorboard=tensorboard),
                               on_eval=on_eval)
     finally:
         distributed.close()
@@ -285,6 +295,8 @@ CHECKPOINT = typer.Option(None, "--checkpoint", help="Run folder (or its checkpo
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or auto (bf16 where this machine "
                          "runs it fast).")
+RUN_PRECISION = typer.Option(None, "--precision", help="fp32, bf16 or auto (bf16 where this "
+                             "machine runs it fast). Default: what the run trained in.")
 COMPILE = typer.Option(False, "--compile", help="Run the prior chain's steps compiled "
                        "(torch.compile): the same chain, faster after a first call that compiles.")
 SAMPLER = typer.Option(None, "--sampler", help="chain: a short-run prior Langevin chain; mala: "
@@ -296,7 +308,7 @@ LAST_WEIGHTS = typer.Option(False, "--last-weights", help="Read a run trained wi
                             "last weights instead of their moving average.")
 
 
-def _open_run(checkpoint: Optional[Path], device: str, precision: str = "fp32",
+def _open_run(checkpoint: Optional[Path], device: str, precision: Optional[str] = None,
               compile: bool = False, last_weights: bool = False):
     from textebm.api import load
     from textebm.device import pick_device
@@ -342,14 +354,16 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                                                "print the energy profile along the chains."),
            plot: Optional[Path] = typer.Option(None, "--plot", help="Save the energy profile "
                                                "(mean ± std of E(z_k) over chains vs step) as PNG."),
-           max_len: Optional[int] = typer.Option(None, "--max-len", help="Longest sentence in "
-                                                 "tokens (default 100; 300 for yahoo)."),
+           max_len: Optional[int] = typer.Option(None, "--max-tokens", "--max-len", help="Most "
+                                                 "tokens decoded per sample (default 100; 300 for "
+                                                 "yahoo). (--max-len, its old name, filters corpus "
+                                                 "lines in train.)"),
            step_size: Optional[float] = typer.Option(None, "--step-size", help="Prior Langevin "
                                                      "step size s (default: the run's s0)."),
            noise: Optional[float] = typer.Option(None, "--noise", help="Prior chain noise scale "
                                                  "(default: the run's sample_noise0; 1: Langevin)."),
            sampler: Optional[str] = SAMPLER,
-           device: str = DEVICE, precision: str = PRECISION, compile: bool = COMPILE,
+           device: str = DEVICE, precision: Optional[str] = RUN_PRECISION, compile: bool = COMPILE,
            last_weights: bool = LAST_WEIGHTS):
     """Sentences from the model: z by a prior Langevin chain from N(0,I), then x ~ p(x|z)."""
     from textebm.api import plot_energy_profile, profile_summary
@@ -361,7 +375,7 @@ def sample(checkpoint: Optional[Path] = CHECKPOINT,
                          f"got {trace!r}") from None
     tm = _open_run(checkpoint, device, precision, compile, last_weights)
     if steps is None and trace_at:
-        steps = max(tm.config.langevin.k0, trace_at[-1])
+        steps = max(tm.config.langevin.sampling_steps(), trace_at[-1])
     s = tm.sample_chains(num, steps, step_size, decode, temperature, seed, max_len,
                         trace_at=trace_at,
                         profile=bool(trace_at or plot) and (sampler or tm.config.langevin.prior_sampler) == "chain",
@@ -497,6 +511,30 @@ def runs(root: Optional[Path] = typer.Argument(None, help="Folder to search (def
               f"{fmt(r['rppl'], '.1f'):>8} {fmt(r['nll'], '.2f'):>8}  {r['status']}")
 
 
+@app.command()
+@friendly
+def report(run: Optional[Path] = typer.Argument(None, help="Run folder (default: the latest run)."),
+           out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: "
+                                              "RUN/report.html)."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the prior chains and interpolation "
+                                    "drawn for the page."),
+           device: str = DEVICE):
+    """One self-contained HTML page for a run: settings, training curves, validation samples over
+    time, the prior chain and its energy profile (paper Table 3), latent diagnostics,
+    interpolations and the Table 2 row beside the paper's. Images inlined; opens offline."""
+    from pipeline.report import ReportConfig, build_report
+    from common.storage import atomic_write
+    from textebm.runs import resolve
+    run_dir = resolve(run)
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
+    model = _open_run(run_dir, device) if (run_dir / "checkpoint.pt").exists() else None
+    page = build_report(run_dir, model, ReportConfig(seed=seed))
+    dest = out or run_dir / "report.html"
+    atomic_write(dest, page.encode("utf-8"))
+    err.print(f"report -> {dest}")
+
+
 # ---- evaluation: language models, forward / reverse perplexity, NLL --------------------------
 lm_app = typer.Typer(help="Language models used as evaluators (n-gram, LSTM).", no_args_is_help=True)
 app.add_typer(lm_app, name="lm")
@@ -532,7 +570,7 @@ def lm_lstm(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
             max_epochs: int = typer.Option(30, "--max-epochs", help="Upper bound on epochs."),
             size: int = typer.Option(300, "--size", help="Embedding and hidden size."),
             device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-            precision: str = PRECISION, as_json: bool = JSON):
+            precision: str = PRECISION, as_json: bool = JSON, tensorboard: Optional[Path] = TENSORBOARD):
     """Train a word-level LSTM LM (SGD, lr decay on plateau, early stopping) and score a file."""
     from corpora.vocab import Vocab
     from lm_eval.lstm_lm import LSTMLMConfig, evaluate_ppl, train_lstm_lm
@@ -542,8 +580,20 @@ def lm_lstm(train_file: Path = typer.Option(..., "--train", **TEXT_FILE),
     vocab = Vocab.build(train_s)
     cfg = LSTMLMConfig(embed=size, hidden=size, max_epochs=max_epochs, precision=precision)
     dev = pick_device(device)
-    model, hist = train_lstm_lm(train_s, read_samples(valid_file), vocab, cfg, dev,
-                                progress=not as_json, ckpt_dir=out_dir)
+    on_epoch, tb = None, None
+    if tensorboard:
+        from common.tensorboard import open_writer, scalars
+        tb = open_writer(tensorboard)  # before training: a missing package fails at once
+
+        def log_epoch(h):
+            scalars(tb, "lm", h, h["epoch"], ("train_ppl", "valid_ppl", "lr", "tok_s", "seconds"))
+        on_epoch = log_epoch
+    try:
+        model, hist = train_lstm_lm(train_s, read_samples(valid_file), vocab, cfg, dev,
+                                    progress=not as_json, ckpt_dir=out_dir, on_epoch=on_epoch)
+    finally:
+        if tb:
+            tb.close()
     r = evaluate_ppl(model, read_samples(eval_file), vocab, dev)
     res = {"ppl": r["ppl"], "tokens": r["tokens"], "oov": r["oov"], "epochs": len(hist),
            "train_seconds": sum(h["seconds"] for h in hist)}
@@ -616,20 +666,20 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                                        "other parts' results are kept from the run's eval.json."),
              data_dir: Optional[Path] = DATA_DIR,
              device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-             precision: str = PRECISION, compile: bool = COMPILE, as_json: bool = JSON,
+             precision: Optional[str] = RUN_PRECISION, compile: bool = COMPILE, as_json: bool = JSON,
              last_weights: bool = LAST_WEIGHTS):
     """Sample from a trained model, then FPPL, RPPL, importance-weighted NLL (paper Table 2) and
     the latent diagnostics (gap, active units, I(x;z); on demo the grammar's own checks).
     eval.json is written after each part; an interrupted NLL resumes where it stopped."""
     from rich.progress import Progress
-    from textebm.evaluate import EvalConfig, evaluate_run
+    from pipeline.evaluate import EvalConfig, evaluate_run
     from textebm.runs import resolve
     cfg = EvalConfig(num_samples=num_samples, decode=decode, lm=lm, order=order,
                      lstm_epochs=lstm_epochs, nll_sentences=nll_sentences, nll_samples=nll_samples,
                      nll_temperatures=nll_temperatures, logz_temperatures=logz_temperatures,
                      coherence_temperatures=coherence_temperatures,
                      diag_sentences=diag_sentences, noise=noise, sampler=sampler, seed=seed,
-                     precision=precision,
+                     precision=precision or "fp32",
                      parts=parts)
     cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
     run_dir = resolve(checkpoint)

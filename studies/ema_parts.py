@@ -1,7 +1,7 @@
 """Which part of a run's weight average (train.ema) helps and which hurts: the run read four ways,
 each measured by `textebm evaluate` (no NLL). One JSON line per run x reading.
 
-    python bench/ema_parts.py runs/study/ptb/defaultps50pu2k150ema-ebm [RUN ...]
+    python -m studies.ema_parts runs/study/ptb/defaultps50pu2k150ema-ebm [RUN ...]
         [--readings average,last,average-decoder,average-prior] [--samples 2000]
 
 Readings: `average` (every weight averaged: what `textebm.load` reads), `last` (the last
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.measured import add_measure_options, measure_afresh  # noqa: E402
-from corpora.registry import load_corpus  # noqa: E402
-from textebm.api import load  # noqa: E402
-from textebm.checkpoint import load_checkpoint  # noqa: E402
-from textebm.ema import EMA_KEY  # noqa: E402
+from studies.measured import add_measure_options, measure_afresh
+from corpora.registry import load_corpus
+from textebm.api import load
+from textebm.checkpoint import load_checkpoint
+from textebm.ema import EMA_KEY
 
 # reading -> which state_dict keys come from the average (the others from the last weights)
 READINGS = {

@@ -1,10 +1,10 @@
 """The latent study (issue: the latent must carry the sentence). One JSON line per setting.
 
-    python bench/latent_study.py --corpus demo --settings paper,sri --priors ebm,gaussian
-    python bench/latent_study.py --corpus ptb --max-steps 500 --settings paper,default
+    python -m studies.latent_study --corpus demo --settings paper,sri --priors ebm,gaussian
+    python -m studies.latent_study --corpus ptb --max-steps 500 --settings paper,default
 
 Each row trains a fresh model with one posterior/prior setting (everything else the corpus
-defaults, same seed, same budget), then measures it with `textebm evaluate` (textebm/evaluate.py,
+defaults, same seed, same budget), then measures it with `textebm evaluate` (pipeline/evaluate.py,
 no NLL; --samples prior samples at the run's sample noise or --sample-noise, diagnostics on
 --eval-sentences test sentences): the gap (NLL/token at random z minus at a 200-step posterior
 z), active units, I(x;z), 5-gram FPPL/RPPL; on demo also the topic probe, the share of samples the
@@ -13,25 +13,24 @@ of training. `--remeasure FILE` measures the rows of FILE again. Budget: the cor
 (demo 1,500) or --max-steps; --threads torch threads per process (the docs/latent-study.md table: 1 thread, two
 rows at once on a 2-core machine).
 
-    python bench/latent_study.py --remeasure bench/results/latent_study_demo.jsonl
+    python -m studies.latent_study --remeasure studies/results/latent_study_demo.jsonl
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora.registry import load_corpus  # noqa: E402
-from textebm.api import load  # noqa: E402
-from textebm.evaluate import EvalConfig, evaluate_run  # noqa: E402
-from textebm.config import apply_posterior_preset, for_corpus, override, parse_settings  # noqa: E402
-from textebm.train import TrainSetup, train  # noqa: E402
+from corpora.registry import load_corpus
+from textebm.api import load
+from pipeline.evaluate import EvalConfig, evaluate_run
+from textebm import config as textebm_config
+from textebm.config import parse_settings
+from textebm.train import TrainSetup, train
 
 # name -> (posterior preset, further overrides by config section)
 SETTINGS: dict[str, tuple[str, dict]] = {
@@ -47,11 +46,7 @@ SETTINGS: dict[str, tuple[str, dict]] = {
 
 def build_config(corpus: str, setting: str, prior: str, max_steps: int | None, extra: dict):
     preset, overrides = SETTINGS[setting]
-    cfg = for_corpus(corpus)
-    if preset:
-        apply_posterior_preset(cfg, preset)
-    override(cfg, overrides)
-    override(cfg, extra)
+    cfg = textebm_config.build_config(corpus, preset, overrides, extra)
     cfg.prior.kind = prior
     if max_steps:
         cfg.train.max_steps = max_steps

@@ -1,7 +1,7 @@
 """What "within 3% of the data's NLL/token" compares with, and how precisely, on the demo corpus.
 One JSON line per reference estimate, then one per run folder.
 
-    python bench/demo_reference.py [RUN ...] [--sets 100] [--n 50000]
+    python -m studies.demo_reference [RUN ...] [--sets 100] [--n 50000]
 
 Reference lines: the grammar's entropy rate (demo.entropy_rate: n fresh sentences), each of the
 three splits, and the spread of `--sets` disjoint 1,000-sentence estimates (what any one split
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora import demo  # noqa: E402
-from lm_eval.perplexity import SampleFile  # noqa: E402
+from corpora import demo
+from lm_eval.perplexity import SampleFile
 
 LINE = 0.03  # the issue's "within 3%"
 

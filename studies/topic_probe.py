@@ -1,8 +1,8 @@
 """Topic probe of demo runs read three ways (one posterior chain, the posterior mean, g(x)), with
 the run's own posterior chain or with others.
 
-    python bench/topic_probe.py runs/study/demo/default-s0-ebm runs/study/demo/default-s1-ebm ...
-    python bench/topic_probe.py RUN ... --chains k20,noise0,tail,k10   # the same models, other chains
+    python -m studies.topic_probe runs/study/demo/default-s0-ebm runs/study/demo/default-s1-ebm ...
+    python -m studies.topic_probe RUN ... --chains k20,noise0,tail,k10   # the same models, other chains
 
 For each trained demo run folder and each chain, one JSON line: the logistic-regression probe from
 z to the true topic (1,000 fresh grammar sentences to fit, 500 to score;
@@ -21,19 +21,18 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora import demo  # noqa: E402
-from textebm.api import load  # noqa: E402
-from textebm.config import READ_SCHEDULE, SRI_SCHEDULE  # noqa: E402
-from textebm.diagnostics import recon_nll, topic_probes  # noqa: E402
+from corpora import demo
+from textebm.api import load
+from textebm.config import READ_SCHEDULE, SRI_SCHEDULE
+from pipeline.demo_checks import topic_probes
+from textebm.diagnostics import recon_nll
 
 # name -> (step-size schedule, noise scale, steps K1). `own` is the run's chain (its reading chain
 # where it has one, as `infer` runs it); `k20` is the
-# default chain before K1 became 10 (recorded as `default` in bench/results/posterior_chain_demo.jsonl).
+# default chain before K1 became 10 (recorded as `default` in studies/results/posterior_chain_demo.jsonl).
 CHAINS = {
     "k20": (SRI_SCHEDULE, 0.2, 20),
     "noise0": (SRI_SCHEDULE, 0.0, 20),

@@ -1,7 +1,7 @@
 """Numeric precision of the LSTMs and output softmaxes: fp32, bf16, or auto.
 
 bf16 means bf16 *compute* with fp32 master weights: the LSTM runs under autocast and the two big
-matmuls of the output softmax (textebm.softmax) take bf16 inputs, while the log-sum-exp
+matmuls of the output softmax (common.softmax) take bf16 inputs, while the log-sum-exp
 normaliser, log-probabilities, energies, the Langevin state z and every optimizer update stay
 fp32. `auto` picks bf16 only where it is fast here: on CUDA where the GPU supports it; on CPU
 where oneDNN reports bf16 support and a short calibration (an output-softmax-sized matmul, timed
@@ -11,6 +11,7 @@ fp32, and those exist among our machines.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 import torch
@@ -23,7 +24,7 @@ MIN_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in calibration for `auto` 
 def _calibrate(device: torch.device, reps: int = 3) -> float:
     """fp32 time / bf16 time of a (1024 x 512) x (512 x 8192) product on `device`, through the
     output softmax's own kernel (oneDNN on CPU), the one bf16 would speed up."""
-    from textebm.softmax import _linear
+    from common.softmax import _linear
     gen = torch.Generator(device=device).manual_seed(0)
     h = torch.randn(1024, 512, device=device, generator=gen)
     w = torch.randn(8192, 512, device=device, generator=gen)
@@ -44,8 +45,15 @@ def _calibrate(device: torch.device, reps: int = 3) -> float:
 
 
 def resolve(precision: str, device: torch.device | str) -> tuple[str, str]:
-    """The precision to run ("fp32" or "bf16") for a request, and why. Raises ValueError."""
-    device = torch.device(device)
+    """The precision to run ("fp32" or "bf16") for a request, and why. Raises ValueError.
+    Decided once per process and device: `auto`'s calibration is timed once, so every part of
+    a process (the model, the judge LMs) computes in the same precision."""
+    return _resolve(precision, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(precision: str, device_name: str) -> tuple[str, str]:
+    device = torch.device(device_name)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -1,8 +1,8 @@
 """Prior-chain noise when drawing samples (`[langevin] sample_noise0`). One JSON line per run x noise.
 
-    python bench/sample_noise.py runs/study/demo/default-ebm runs/study/demo/default-gaussian
-    python bench/sample_noise.py --noises 1,0.8,0.6,0.4 RUN_DIR [RUN_DIR ...]
-    python bench/sample_noise.py --noises 0.9 --steps 100,200,400 RUN_DIR   # the chain's length
+    python -m studies.sample_noise runs/study/demo/default-ebm runs/study/demo/default-gaussian
+    python -m studies.sample_noise --noises 1,0.8,0.6,0.4 RUN_DIR [RUN_DIR ...]
+    python -m studies.sample_noise --noises 0.9 --steps 100,200,400 RUN_DIR   # the chain's length
 
 The model is trained once (training chains keep noise0 = 1); only the chain that draws the
 samples changes. For each trained run, chain length K (`--steps`; default the run's K0) and
@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpora.registry import load_corpus  # noqa: E402
-from lm_eval.perplexity import PPLConfig, perplexities  # noqa: E402
-from textebm import diagnostics  # noqa: E402
-from textebm.api import load  # noqa: E402
+from corpora.registry import load_corpus
+from lm_eval.perplexity import PPLConfig, perplexities
+from pipeline import demo_checks
+from textebm.api import load
 
 
 def main() -> None:
@@ -50,7 +47,7 @@ def main() -> None:
             row = {"run": run, "prior": tm.config.prior.kind, "steps": k, "noise": c, "samples": a.samples,
                    "z_norm": float(s.z.norm(dim=-1).mean()), "energy": float(s.energy.mean())}
             if corpus.name == "demo":
-                row.update(diagnostics.grammar_checks([x.split() for x in s.sentences]))
+                row.update(demo_checks.grammar_checks([x.split() for x in s.sentences]))
             res = perplexities(sentences, corpus, PPLConfig(lm="ngram", order=5), progress=False)
             row.update(fppl5=res["fppl"], rppl5=res["rppl"], seconds=round(time.time() - t0, 1))
             print(json.dumps(row), flush=True)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from textebm.api import TextEBM
-from textebm.evaluate import EvalConfig, evaluate_run
+from pipeline.evaluate import EvalConfig, evaluate_run
 
 
 def add_measure_options(ap: argparse.ArgumentParser) -> None:

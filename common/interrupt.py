@@ -19,7 +19,7 @@ import socket
 import threading
 from pathlib import Path
 
-from corpora.storage import CheckpointError
+from common.storage import CheckpointError
 
 SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 

@@ -1,0 +1,1 @@
+"""Benchmarks a user would run: `python -m bench.NAME`, one JSON line per measurement."""

@@ -1,0 +1,74 @@
+"""textebm.config: one builder, one written order of layers, recipes, and old config.json files
+loading as what they ran."""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from textebm.config import (LEGACY, RECIPES, LangevinConfig, RunConfig, TrainConfig, build_config,
+                            for_corpus)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_field_defaults_are_the_default_recipe():
+    # A bare config is what `textebm train` runs by default: no third place to read.
+    lc, t = asdict(LangevinConfig()), asdict(TrainConfig())
+    for k, v in RECIPES["encoder"]["langevin"].items():
+        assert lc[k] == v, k
+    for k, v in RECIPES["encoder"]["train"].items():
+        assert t[k] == v, k
+    assert build_config("ptb").to_dict() == for_corpus("ptb").to_dict()
+
+
+def test_layers_apply_in_order_corpus_recipe_toml_flags():
+    cfg = build_config("demo")
+    assert (cfg.decoder.embed, cfg.decoder.hidden, cfg.train.max_steps) == (64, 128, 1500)
+    paper = build_config("demo", "paper")
+    assert (paper.langevin.k0, paper.langevin.k1, paper.langevin.s1_schedule) == (60, 20, [])
+    assert paper.train.max_steps == 1500                       # the recipe leaves the corpus layer
+    toml = {"langevin": {"k0": 80}, "train": {"max_steps": 7}}
+    both = build_config("demo", "paper", toml, {"langevin": {"k0": 90, "k1": None}})
+    assert (both.langevin.k0, both.langevin.k1, both.train.max_steps) == (90, 20, 7)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        build_config("demo", "nope")
+    with pytest.raises(ValueError):
+        build_config("demo", None, {"langevin": {"k0": -1}})   # validated before it is returned
+
+
+def test_a_constant_s1_replaces_the_recipes_schedule():
+    # --s1 used to do nothing while a schedule was set (always, by default).
+    cfg = build_config("demo", None, None, {"langevin": {"s1": 0.07}})
+    assert cfg.langevin.s1_schedule == [] and cfg.langevin.posterior_steps() == 0.07
+    both = build_config("demo", None, None, {"langevin": {"s1": 0.07, "s1_schedule": [0.3, 0.1]}})
+    assert both.langevin.posterior_steps() == [0.3, 0.1]
+
+
+def test_recipes_do_not_share_mutable_lists():
+    a, b = build_config("demo"), build_config("demo")
+    a.langevin.s1_schedule.append(9.0)
+    assert b.langevin.s1_schedule[-1] != 9.0 and RECIPES["encoder"]["langevin"]["s1_schedule"][-1] != 9.0
+
+
+def test_a_config_without_the_newer_fields_loads_as_the_code_then_ran():
+    # Before the read chain, the sampling noise and the defaults' move to the `encoder` recipe
+    # existed, a run's chain was paper Table 5's wherever its config.json was silent.
+    old = {"langevin": {"k0": 60, "s0": 0.4, "k1": 20, "s1": 0.1, "noise1": 1.0, "init1": "noise"},
+           "train": {"corpus": "demo"}}
+    lc = RunConfig.from_dict(old).langevin
+    assert (lc.s1_schedule, lc.read_schedule, lc.read_noise1, lc.sample_noise0) == ([], [], None, None)
+    assert lc.sampling_noise() == 1.0 and lc.posterior_steps(read=True) == 0.1
+    assert lc.prior_buffer == 0 and RunConfig.from_dict(old).train.grad_penalty == 0.0
+    assert set(LEGACY["langevin"]) <= set(asdict(lc))
+
+
+def test_every_committed_run_config_loads_as_recorded():
+    paths = sorted(ROOT.glob("results/**/config.json"))
+    assert paths
+    for p in paths:
+        d = json.loads(p.read_text())
+        got = RunConfig.from_dict(d).to_dict()
+        for section, values in d.items():
+            for k, v in values.items():
+                assert got[section][k] == v, (p, section, k)
