@@ -34,7 +34,8 @@ CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;
 padding:3px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}
-.note{color:#666;font-style:italic}img{max-width:100%}code{background:#f4f4f4}"""
+.note{color:#666;font-style:italic}img{max-width:100%}code{background:#f4f4f4}
+.cols{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}"""
 
 
 @dataclass
@@ -95,12 +96,13 @@ def _flat(d: dict, prefix: str = "") -> list[list]:
 
 def settings(run: Path) -> str:
     cfg, summary = _json(run / "config.json"), _json(run / "summary.json")
-    parts = [f"<h3>[{html.escape(s)}]</h3>" + _table(_flat(v)) for s, v in cfg.items()
-             if isinstance(v, dict)]
+    parts = [f"<div><h3>[{html.escape(s)}]</h3>" + _table(_flat(v)) + "</div>"
+             for s, v in cfg.items() if isinstance(v, dict)]
     keep = ("step", "train_seconds", "sentences_seen", "precision", "threads", "final_train_nll_tok")
     if summary:
-        parts.insert(0, _table([[k, summary[k]] for k in keep if k in summary], ["summary.json", ""]))
-    return "".join(parts) or _note("no config.json")
+        parts.insert(0, "<div><h3>summary.json</h3>"
+                     + _table([[k, summary[k]] for k in keep if k in summary]) + "</div>")
+    return f'<div class="cols">{"".join(parts)}</div>' if parts else _note("no config.json")
 
 
 def curves(run: Path) -> str:

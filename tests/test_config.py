@@ -72,3 +72,14 @@ def test_every_committed_run_config_loads_as_recorded():
         for section, values in d.items():
             for k, v in values.items():
                 assert got[section][k] == v, (p, section, k)
+
+
+def test_the_default_build_is_what_the_committed_default_demo_run_ran():
+    # results/demo/s0 is `textebm train demo` from before the builder: the same settings now.
+    d = json.loads((ROOT / "results" / "demo" / "s0" / "config.json").read_text())
+    built = build_config("demo").to_dict()
+    set_at_start = {("decoder", "vocab_size"), ("train", "precision_used")}
+    for section, values in d.items():
+        for k, v in values.items():
+            if (section, k) not in set_at_start:
+                assert built[section][k] == v, (section, k)

@@ -1,0 +1,78 @@
+"""The coherent-model levers on demo (docs/coherence.md): train each setting, evaluate it, and
+print one JSON line per run with the prior's coherence and the samples' quality.
+
+    python -m studies.coherence_levers --settings default,gp1,gaussian --seeds 0,1,2 --out runs/coherence
+    python -m studies.coherence_levers --settings gp1 --seeds 0 --out runs/coherence --no-train
+
+A setting is `default` (`textebm train demo`), `gaussian` (`--recipe gaussian`, the fair Gaussian
+baseline) or the name of a TOML file in studies/coherence_levers/ (`[langevin]`, `[train]`,
+`[prior]` sections on top of the default recipe). Per run, the budget is the demo default
+(1,500 iterations, one thread) and then
+    textebm evaluate --parts ppl,latent --num-samples 2000 --diag-sentences 300
+(5-gram judges; coherence: 2,000 prior samples, 1,000 descents, AIS at 10,000 temperatures).
+A run folder that already holds eval.json is read, not trained again; `--no-train` only reads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from common.storage import read_json
+
+HERE = Path(__file__).resolve().parent / "coherence_levers"
+KEEP = ("gap_nats_tok", "impossible_share", "samples_vs_data", "topic_probe_acc",
+        "energy_codes_mean", "energy_codes_p01", "energy_samples_mean", "energy_samples_minus_codes",
+        "descent_energy_min", "descent_below_codes_p01", "log_z_ais", "log_z_plain_mc",
+        "log_z_ais_minus_plain")
+
+
+def train_args(setting: str) -> list[str]:
+    if setting == "default":
+        return []
+    if setting == "gaussian":
+        return ["--recipe", "gaussian"]
+    toml = HERE / f"{setting}.toml"
+    if not toml.exists():
+        sys.exit(f"unknown setting {setting!r}: no {toml}")
+    return ["--config", str(toml)]
+
+
+def cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True)
+
+
+def row(setting: str, seed: int, run: Path) -> dict:
+    ev, summary = read_json(run / "eval.json"), read_json(run / "summary.json")
+    lat = ev.get("latent", {})
+    return {"study": "coherence_levers", "setting": setting, "seed": seed, "run": str(run),
+            "train_seconds": summary.get("train_seconds"), "fppl": ev.get("fppl"),
+            "rppl": ev.get("rppl"), **{k: lat.get(k) for k in KEEP}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--settings", default="default,gaussian,gp1")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default="runs/coherence", help="where the run folders go")
+    ap.add_argument("--no-train", action="store_true", help="only read the runs already there")
+    a = ap.parse_args()
+    for setting in a.settings.split(","):
+        for seed in (int(s) for s in a.seeds.split(",")):
+            # The default's folders are s0, s1, ... (results/demo/s0 is the README's demo run).
+            run = Path(a.out) / (f"s{seed}" if setting == "default" else f"{setting}-s{seed}")
+            if not (run / "eval.json").exists():
+                if a.no_train:
+                    continue
+                if not (run / "summary.json").exists():
+                    cli("train", "demo", *train_args(setting), "--seed", str(seed), "--out", str(run),
+                        "--threads", "1", "--quiet")
+                cli("evaluate", "--checkpoint", str(run), "--parts", "ppl,latent",
+                    "--num-samples", "2000", "--diag-sentences", "300", "--json")
+            print(json.dumps(row(setting, seed, run)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
