@@ -64,7 +64,7 @@ def main() -> None:
         name, tree, args, t0 = procs.pop(pid)
         summary = out / name / "summary.json"
         train_s = json.loads(summary.read_text()).get("train_seconds") if summary.exists() else None
-        rows[name] = {"bench": "demo_wall_time", "setting": name, "tree": str(tree), "args": args,
+        rows[name] = {"bench": "demo_wall_time", "setting": name, "tree": os.path.relpath(tree, ROOT), "args": args,
                       "threads": a.threads, "concurrent": len(a.settings),
                       "exit": os.waitstatus_to_exitcode(status),
                       "wall_s": round(time.perf_counter() - t0, 1), "train_s": train_s,
