@@ -114,6 +114,14 @@ def test_tensorboard_scalars_are_the_metrics_file(demo_run):
     assert [s for s, _ in tb["valid/val_gap"]] == [e["step"] for e in evals]
     assert [v for _, v in tb["valid/val_gap"]] == pytest.approx([e["val_gap"] for e in evals], rel=1e-6)
     assert "train/e_pos_minus_neg" in tb
+    # The validation samples as text and the prior chains' energy profile as an image.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(demo_run / "tb"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    texts = acc.Tensors("samples/text_summary")
+    assert [t.step for t in texts] == [e["step"] for e in evals]
+    assert texts[-1].tensor_proto.string_val[0].decode() == "\n".join(f"- {x}" for x in evals[-1]["samples"])
+    assert [i.step for i in acc.Images("prior/energy_profile")] == [e["step"] for e in evals]
 
 
 def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch):
