@@ -133,8 +133,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe: encoder "
                                                "(the default: posterior chain from an amortized guess), "
                                                "paper (Table 5: K1=20, s1=0.1 from N(0,I), K0=60), sri, "
-                                               "steady (late EBM, 2 updates/iteration, weight average); "
-                                               "--config and the options below override it."),
+                                               "steady (late EBM, 2 updates/iteration, weight average), "
+                                               "gaussian (fixed N(0,I) prior, noise-1 posterior: "
+                                               "the fair baseline); --config and the options "
+                                               "below override it."),
           posterior: Optional[str] = typer.Option(None, "--posterior", hidden=True,
                                                   help="Old name of --recipe."),
           s1_schedule: Optional[str] = typer.Option(None, "--s1-schedule", help="Posterior step sizes "
