@@ -3,11 +3,12 @@ print one JSON line per run with the prior's coherence and the samples' quality.
 
     python -m studies.coherence_levers --settings default,gp1,gaussian --seeds 0,1,2 --out runs/coherence
     python -m studies.coherence_levers --settings gp1 --seeds 0 --out runs/coherence --no-train
+    python -m studies.coherence_levers --settings default,gp1 --seeds 0 --max-steps 3000
 
 A setting is `default` (`textebm train demo`), `gaussian` (`--recipe gaussian`, the fair Gaussian
 baseline) or the name of a TOML file in studies/coherence_levers/ (`[langevin]`, `[train]`,
 `[prior]` sections on top of the default recipe). Per run, the budget is the demo default
-(1,500 iterations, one thread) and then
+(1,500 iterations, or --max-steps, one thread) and then
     textebm evaluate --parts ppl,latent --num-samples 2000 --diag-sentences 300
 (5-gram judges; coherence: 2,000 prior samples, 1,000 descents, AIS at 10,000 temperatures).
 A run folder that already holds eval.json is read, not trained again; `--no-train` only reads.
@@ -48,7 +49,7 @@ def row(setting: str, seed: int, run: Path) -> dict:
     ev, summary = read_json(run / "eval.json"), read_json(run / "summary.json")
     lat = ev.get("latent", {})
     return {"study": "coherence_levers", "setting": setting, "seed": seed, "run": str(run),
-            "train_seconds": summary.get("train_seconds"), "fppl": ev.get("fppl"),
+            "iterations": summary.get("step"), "train_seconds": summary.get("train_seconds"), "fppl": ev.get("fppl"),
             "rppl": ev.get("rppl"), **{k: lat.get(k) for k in KEEP}}
 
 
@@ -58,17 +59,21 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/coherence", help="where the run folders go")
     ap.add_argument("--no-train", action="store_true", help="only read the runs already there")
+    ap.add_argument("--max-steps", type=int, default=0, help="iterations (0: the demo default, "
+                    "1,500); other lengths go to folders named SETTING-itN-sSEED")
     a = ap.parse_args()
     for setting in a.settings.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
             # The default's folders are s0, s1, ... (results/demo/s0 is the README's demo run).
-            run = Path(a.out) / (f"s{seed}" if setting == "default" else f"{setting}-s{seed}")
+            name = setting + (f"-it{a.max_steps}" if a.max_steps else "")
+            run = Path(a.out) / (f"s{seed}" if name == "default" else f"{name}-s{seed}")
             if not (run / "eval.json").exists():
                 if a.no_train:
                     continue
                 if not (run / "summary.json").exists():
-                    cli("train", "demo", *train_args(setting), "--seed", str(seed), "--out", str(run),
-                        "--threads", "1", "--quiet")
+                    steps = ["--max-steps", str(a.max_steps)] if a.max_steps else []
+                    cli("train", "demo", *train_args(setting), *steps, "--seed", str(seed),
+                        "--out", str(run), "--threads", "1", "--quiet")
                 cli("evaluate", "--checkpoint", str(run), "--parts", "ppl,latent",
                     "--num-samples", "2000", "--diag-sentences", "300", "--json")
             print(json.dumps(row(setting, seed, run)), flush=True)
