@@ -6,7 +6,7 @@ the run's own posterior chain or with others.
 
 For each trained demo run folder and each chain, one JSON line: the logistic-regression probe from
 z to the true topic (1,000 fresh grammar sentences to fit, 500 to score;
-textebm.diagnostics.topic_probes) with z from one posterior chain (what `textebm evaluate` reports
+pipeline.demo_checks.topic_probes) with z from one posterior chain (what `textebm evaluate` reports
 as topic_probe_acc), from the mean of 8 chains per sentence, and from the chain's amortized start
 g(x); the chains' scatter (z_within_var) against the spread of the posterior means over sentences
 (z_between_var); the NLL/token of 300 valid sentences at z from that chain (a better posterior fit
