@@ -84,9 +84,16 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
     args = ["train", "demo", "--config", str(cfg), *TINY]
     subprocess.run([str(bin_dir / "textebm"), *args, "--out", str(tmp_path / "one")],
                    check=True, env=env, capture_output=True)
-    subprocess.run([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node=2",
-                    str(bin_dir / "textebm"), *args, "--out", str(tmp_path / "two")],
-                   check=True, env=env, capture_output=True)
+    for attempt in (1, 2):
+        # One more try on a failure: a busy machine can fail torchrun's rendezvous (seen once in
+        # CI, not reproduced in four reruns); a real fault fails both, and the assert shows why.
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+        r = subprocess.run([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node=2",
+                            str(bin_dir / "textebm"), *args, "--out", str(tmp_path / "two")],
+                           env=env, capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
 
     def val_nll(run):
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
