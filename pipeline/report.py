@@ -122,10 +122,9 @@ VAL_COLUMNS = (("step", "step"), ("val_recon_nll_tok", "NLL/token at posterior z
                ("log_z_ais", "log Z (light AIS)"), ("log_z_plain_mc", "log Z (plain MC)"))
 
 
-def validation(run: Path) -> str:
-    if not (run / "metrics.jsonl").exists():
+def validation(run: Path, evals: list[dict] | None) -> str:
+    if evals is None:
         return _note("no metrics.jsonl kept in this folder")
-    _, evals = read_metrics(run / "metrics.jsonl")
     if not evals:
         return _note("no validation line in metrics.jsonl")
     cols = [(k, name) for k, name in VAL_COLUMNS if any(k in e for e in evals)]
@@ -155,16 +154,14 @@ def prior_chain(run: Path, model, cfg: ReportConfig) -> str:
             + _table(rows, ["chain", "step", "E(z)", "sentence"]) + img)
 
 
-def latent(run: Path) -> str:
+def latent(run: Path, evals: list[dict] | None) -> str:
     ev = _json(run / "eval.json")
     if isinstance(ev.get("latent"), dict) and ev["latent"]:
         return _note("eval.json, latent part") + _table(_flat(ev["latent"]))
-    if (run / "metrics.jsonl").exists():
-        _, evals = read_metrics(run / "metrics.jsonl")
-        if evals:
-            last = {k: v for k, v in evals[-1].items() if k not in ("samples", "kind")}
-            return _note(f"the last validation (step {last.get('step')}); run `textebm evaluate` "
-                         "for the full set") + _table(_flat(last))
+    if evals:
+        last = {k: v for k, v in evals[-1].items() if k not in ("samples", "kind")}
+        return _note(f"the last validation (step {last.get('step')}); run `textebm evaluate` "
+                     "for the full set") + _table(_flat(last))
     return _note("no eval.json latent part and no validation line")
 
 
@@ -197,9 +194,11 @@ def build_report(run: Path, model=None, cfg: ReportConfig = ReportConfig()) -> s
     """The page for run folder `run`; `model`: the run loaded (textebm.load) where its
     checkpoint exists, for the sections drawn afresh."""
     run = Path(run)
+    # The validation lines, read once for the two sections that show them (None: no file).
+    evals = read_metrics(run / "metrics.jsonl")[1] if (run / "metrics.jsonl").exists() else None
     body = {"Settings": settings(run), "Training curves": curves(run),
-            "Validation over time": validation(run), "Prior chain": prior_chain(run, model, cfg),
-            "Latent diagnostics": latent(run), "Interpolations": interpolations(model, cfg),
+            "Validation over time": validation(run, evals),
+            "Prior chain": prior_chain(run, model, cfg), "Latent diagnostics": latent(run, evals), "Interpolations": interpolations(model, cfg),
             "Table 2": table2(run)}
     title = f"textebm run {run.name}"
     sections = "".join(f'<section id="s{i}"><h2>{html.escape(name)}</h2>{body[name]}</section>'

@@ -155,26 +155,24 @@ class LatentEBM(nn.Module):
         (langevin.mala_chain, noise 1, its step size tuned over the first half), which samples
         p_alpha itself rather than the short-run chain's own law; `noise` does not apply to it.
         """
-        if self.fitted_base:
-            # The same chain on the whitened coordinates u, from N(0, I) there, mapped back.
-            if trace.get("record") is not None:
-                record = trace["record"]
-                trace = {**trace, "record": lambda u: record(self.to_z(u))}
-            u, info = self._sample_u(n, steps, step_size, generator, noise, sampler,
-                                     None if z0 is None else self.to_u(z0), self._prior_u_energy,
-                                     **trace)
-            info["z_at"] = {k: self.to_z(v) for k, v in info.get("z_at", {}).items()}
-            return self.to_z(u), info
-        return self._sample_u(n, steps, step_size, generator, noise, sampler, z0,
-                              self.prior_energy, **trace)
+        # The chain runs on the whitened coordinates u = L^-1 (z - mu), from N(0, I) there, and
+        # maps back; for the standard base u is z and the chain is the paper's, op for op.
+        if trace.get("record") is not None:
+            record = trace["record"]
+            trace = {**trace, "record": lambda u: record(self.to_z(u))}
+        u, info = self._chain(n, steps, step_size, generator, noise, sampler,
+                              None if z0 is None else self.to_u(z0), **trace)
+        info["z_at"] = {k: self.to_z(v) for k, v in info.get("z_at", {}).items()}
+        return self.to_z(u), info
 
-    def _sample_u(self, n, steps, step_size, generator, noise, sampler, z0, energy, **trace):
+    def _chain(self, n, steps, step_size, generator, noise, sampler, u0, **trace):
+        """sample_prior's chain on u: U(u) = E(mu + L u) + ||u||^2/2 (`_prior_u_energy`)."""
+        energy = self._prior_u_energy
         cfg = self.langevin_cfg
         steps = cfg.k0 if steps is None else steps
         step_size = cfg.s0 if step_size is None else step_size
         noise = cfg.noise0 if noise is None else noise
-        if z0 is None:
-            z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype)
+        z0 = init_z(n, self.latent_dim, self.device, generator, self.dtype) if u0 is None else u0
         traced = trace.get("trace") or trace.get("trace_at")
         sampler = cfg.prior_sampler if sampler is None else sampler
         if sampler == "mala":

@@ -125,7 +125,8 @@ class PersistentPrior:
         rows = torch.randint(0, self.bank.size(0), (n,), device=self.bank.device)
         z0 = self.bank[rows]
         fresh = torch.rand(n, device=z0.device) < self.reinit
-        z0 = torch.where(fresh.unsqueeze(-1), torch.randn_like(z0), z0)
+        # A restart is a draw from the base the chain starts from (N(0, I) unless fitted).
+        z0 = torch.where(fresh.unsqueeze(-1), model.to_z(torch.randn_like(z0)), z0)
         z = model.sample_prior(n, z0=z0)[0]
         self.bank[rows] = z.detach()
         return z
