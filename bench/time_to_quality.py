@@ -1,109 +1,149 @@
-"""Wall-clock to a fixed validation NLL/token: the `paper` posterior preset against the default.
+"""Time to quality on the full PTB training split: training recipes side by side at one budget.
 
-    python -m bench.time_to_quality --data-dir ../shared/data [--train-sentences 5000]
-        [--budget 1200] [--eval-every 20] [--presets paper,encoder] [--precision fp32]
+    python -m bench.time_to_quality --data-dir ../shared/data --settings default,pretrain \
+        --budget 120 --every 20 --out runs/ttq
 
-Both settings train on the same PTB subset (the first --train-sentences training sentences; the
-vocabulary is built from them) with PTB model sizes, in one process, alternating iteration by
-iteration, so that they share the machine's conditions. Only `train_step` is timed; every
---eval-every iterations each model is scored on the first --valid-sentences validation sentences:
-NLL/token of x at z from the run's own posterior chain (`diagnostics.recon_nll`, fixed seed), the
-quantity the trainer logs as "val". --budget is the training seconds each setting gets.
-
-Prints one JSON line per evaluation, then one summary line per setting with the training seconds
-it needed to reach --target (default: the best validation NLL the first preset reached within its
-budget) and the speed-up of each over the first preset.
+A setting is `default` (`textebm train ptb`) or the name of a TOML file in
+bench/time_to_quality/ (sections on top of the default recipe). Every setting trains in its own
+process on one thread, all at once (one core each, so they share the machine's conditions), in
+chunks: `textebm train ptb --time-budget P` and then `--resume` to P = every, 2 x every, ...,
+budget minutes of training (the run's own clock, summed over resumes; validation is off, so the
+clock counts training alone). After each chunk the process measures a point:
+- val_nll_tok, val_gap: NLL/token of 300 validation sentences at z from the run's posterior
+  chain, and the latent gap (the same at z ~ N(0, I) minus it), as the trainer logs them;
+- fppl5, rppl5: FPPL and RPPL of --samples prior samples under the 5-gram judges
+  (`textebm evaluate --parts ppl --lm ngram`).
+One JSON line per point, printed and kept in RUN/ttq.jsonl. A point already there is not measured
+again and a run resumes where it stopped, so an interrupted bench continues with the same command.
+At the end every run's points go to --results, with a plot beside it (.png).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-import torch
+HERE = Path(__file__).resolve().parent / "time_to_quality"
+VALID_SENTENCES = 300
 
-from corpora.batching import Batches, frame, scored_tokens
-from corpora.registry import load_corpus
-from corpora.vocab import Vocab
-from textebm.config import build_config
-from textebm.diagnostics import recon_nll
-from common.precision import resolve
-from textebm.model import build_model
-from textebm.train import make_optimizers, train_step
+
+def train_args(setting: str) -> list[str]:
+    if setting == "default":
+        return []
+    toml = HERE / f"{setting}.toml"
+    if not toml.exists():
+        sys.exit(f"unknown setting {setting!r}: no {toml}")
+    return ["--config", str(toml)]
+
+
+def points(run: Path) -> list[dict]:
+    f = run / "ttq.jsonl"
+    return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.exists() else []
+
+
+def measure(run: Path, setting: str, minutes: float, a) -> dict:
+    """One point of a trained chunk: the validation NLL and gap, FPPL and RPPL (5-gram)."""
+    import torch
+    from corpora.registry import load_corpus
+    from pipeline.evaluate import EvalConfig, evaluate_run
+    from textebm import load
+    from textebm.diagnostics import latent_use
+    t0 = time.time()
+    tm = load(run)
+    cfg = tm.config.train
+    corpus = load_corpus("ptb", a.data_dir, max_len=cfg.max_len, on_long=cfg.on_long)
+    valid = tm.encode(corpus.split("valid")[:VALID_SENTENCES]).ids
+    d = latent_use(tm.model, valid, a.seed + 1, chains=4, gap_steps=None, chain_sentences=100)
+    ev = evaluate_run(tm, corpus, run, EvalConfig(num_samples=a.samples, parts="ppl", lm="ngram",
+                                                  seed=a.seed))
+    summary = json.loads((run / "summary.json").read_text())
+    with open(run / "samples.txt", encoding="utf-8") as f:
+        shown = [next(f).strip() for _ in range(3)]
+    return {"bench": "time_to_quality", "setting": setting, "seed": a.seed, "budget_min": minutes,
+            "train_minutes": round(summary["train_seconds"] / 60, 2), "step": summary["step"],
+            "threads": torch.get_num_threads(), "precision": cfg.precision_used,
+            "val_nll_tok": d["nll_tok_posterior_z"], "val_gap": d["gap_nats_tok"],
+            "active_units": d["active_units"], "fppl5": ev["fppl"], "rppl5": ev["rppl"],
+            "real_fppl5": ev["real_fppl"], "samples": ev["samples"],
+            "measure_seconds": round(time.time() - t0, 1), "samples_head": shown}
+
+
+def worker(setting: str, a) -> None:
+    """Train `setting` chunk by chunk to a.budget minutes, measuring a point after each chunk."""
+    run = Path(a.out) / f"{setting}-s{a.seed}"
+    done = {p["budget_min"] for p in points(run)}
+    minutes = a.every
+    while minutes <= a.budget + 1e-9:
+        if minutes not in done:
+            args = ["train", "ptb", "--time-budget", str(minutes), "--eval-every", "0",
+                    "--threads", "1", "--quiet"]
+            if (run / "checkpoint.pt").exists():
+                args += ["--resume", str(run)]
+            else:
+                args += [*train_args(setting), "--seed", str(a.seed), "--out", str(run)]
+            if a.data_dir:
+                args += ["--data-dir", a.data_dir]
+            subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True)
+            row = measure(run, setting, minutes, a)
+            with open(run / "ttq.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        minutes += a.every
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("val_nll_tok", "validation NLL/token at posterior z"), ("val_gap", "latent gap (nats/token)"),
+            ("fppl5", "FPPL (5-gram)"), ("rppl5", "RPPL (5-gram)")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, (k, title) in zip(axes, keys):
+        for setting in dict.fromkeys(r["setting"] for r in rows):
+            pts = sorted((r["train_minutes"], r[k]) for r in rows if r["setting"] == setting)
+            ax.plot(*zip(*pts), marker="o", label=setting)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training minutes (one thread)")
+        if k.endswith("ppl5"):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=None, help="folder with ptb/ (default: $TEXTEBM_DATA)")
-    ap.add_argument("--presets", default="paper,encoder", help="posterior presets to compare")
-    ap.add_argument("--train-sentences", type=int, default=5000)
-    ap.add_argument("--valid-sentences", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--budget", type=float, default=1200, help="training seconds per setting")
-    ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--target", type=float, default=None, help="validation NLL/token to reach")
-    ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--data-dir", default=os.environ.get("TEXTEBM_DATA"),
+                    help="folder with ptb/ (default: $TEXTEBM_DATA)")
+    ap.add_argument("--settings", default="default,pretrain")
+    ap.add_argument("--budget", type=float, default=120, help="training minutes per setting")
+    ap.add_argument("--every", type=float, default=20, help="minutes of training between points")
+    ap.add_argument("--samples", type=int, default=2000, help="prior samples per point")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/ttq", help="where the run folders go")
+    ap.add_argument("--results", default="bench/results/time_to_quality_ptb_full.jsonl")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    corpus = load_corpus("ptb", a.data_dir)
-    train = corpus.train[: a.train_sentences]
-    vocab = Vocab.build(train)
-    train_ids = [vocab.encode(s) for s in train]
-    valid_ids = [vocab.encode(s) for s in corpus.split("valid")[: a.valid_sentences]]
-    precision, _ = resolve(a.precision, "cpu")
-    presets = [p.strip() for p in a.presets.split(",") if p.strip()]
-    runs = {}
-    for name in presets:
-        cfg = build_config("ptb", name)
-        cfg.decoder.vocab_size = len(vocab)
-        cfg.train.batch_size = a.batch_size
-        torch.manual_seed(a.seed)
-        model = build_model(cfg, "cpu", precision)
-        runs[name] = {"cfg": cfg, "model": model, "opts": make_optimizers(model, cfg),
-                      "secs": 0.0, "step": 0, "curve": []}
-    batches = Batches(train_ids, a.batch_size, seed=a.seed)
-    common = {"bench": "time_to_quality", "train_sentences": len(train), "vocab": len(vocab),
-              "batch_size": a.batch_size, "precision": precision, "threads": torch.get_num_threads()}
-
-    def evaluate(name, r):
-        nll = recon_nll(r["model"], valid_ids, a.seed + 1)
-        r["curve"].append((r["secs"], r["step"], nll))
-        print(json.dumps({**common, "preset": name, "step": r["step"],
-                          "train_seconds": round(r["secs"], 1), "val_nll_tok": round(nll, 4)}),
-              flush=True)
-
-    for name, r in runs.items():
-        evaluate(name, r)
-    while any(r["secs"] < a.budget for r in runs.values()):
-        for name, r in runs.items():
-            if r["secs"] >= a.budget:
-                continue
-            epoch, pos = divmod(r["step"], len(batches))
-            x = frame([train_ids[i] for i in batches.indices(epoch)[pos]])
-            t = time.perf_counter()
-            train_step(r["model"], x, r["opts"], r["cfg"])
-            r["secs"] += time.perf_counter() - t
-            r["step"] += 1
-            r["tokens"] = r.get("tokens", 0) + int(scored_tokens(x).sum())
-            if r["step"] % a.eval_every == 0:
-                evaluate(name, r)
-    first = runs[presets[0]]["curve"]
-    target = a.target if a.target is not None else min(n for _, _, n in first)
-    reach = {name: next(((s, k) for s, k, n in r["curve"] if n <= target), (None, None))
-             for name, r in runs.items()}
-    base = reach[presets[0]][0]
-    for name, r in runs.items():
-        secs, step = reach[name]
-        print(json.dumps({**common, "preset": name, "summary": True, "target_nll_tok": round(target, 4),
-                          "seconds_to_target": None if secs is None else round(secs, 1),
-                          "steps_to_target": step, "steps": r["step"],
-                          "sec_per_iter": round(r["secs"] / max(r["step"], 1), 3),
-                          "best_val_nll_tok": round(min(n for _, _, n in r["curve"]), 4),
-                          "speedup_vs_first": None if secs is None or base is None or not secs
-                          else round(base / secs, 2)}))
+    if a.worker:
+        return worker(a.worker, a)
+    settings = [s.strip() for s in a.settings.split(",") if s.strip()]
+    for s in settings:
+        train_args(s)  # an unknown setting stops here, before anything runs
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.time_to_quality", "--worker", s,
+                               *sys.argv[1:]], env=env) for s in settings]
+    codes = [p.wait() for p in procs]
+    rows = [r for s in settings for r in points(Path(a.out) / f"{s}-s{a.seed}")]
+    if rows:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        plot(rows, Path(a.results).with_suffix(".png"))
+    if any(codes):
+        sys.exit(f"a setting failed (exit codes {codes}); rerun the same command to continue")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           prior_start: Optional[int] = typer.Option(None, "--prior-start", help="Iterations before "
                                                     "the EBM starts learning (held at its init, no "
                                                     "prior chain, until then; 0: from the start)."),
+          pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps", help="Iterations "
+                                                       "at the start that train decoder and encoder "
+                                                       "as an autoencoder (z = g(x), no chains; "
+                                                       "several times faster per iteration); 0: none."),
           prior_updates: Optional[int] = typer.Option(None, "--prior-updates", help="EBM updates per "
                                                       "iteration, each against a fresh prior chain "
                                                       "(default 1, as in Algorithm 1)."),
@@ -222,7 +226,7 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         raise ValueError(f"--recipe {recipe} and --posterior {posterior} (its old name) disagree")
     recipe = recipe or posterior
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
-                     "lr_decoder": lr_decoder, "prior_start": prior_start, "lr_final": lr_final, "prior_updates": prior_updates,
+                     "lr_decoder": lr_decoder, "prior_start": prior_start, "pretrain_steps": pretrain_steps, "lr_final": lr_final, "prior_updates": prior_updates,
                      "prior_chains": prior_chains, "ema": ema, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,

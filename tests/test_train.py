@@ -308,3 +308,53 @@ def test_validation_leaves_training_unchanged(demo, tmp_path):
     evals = [json.loads(ln) for ln in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in ln]
     assert [e["step"] for e in evals] == [3, 6, 7] and "log_z_ais" in evals[0]  # and at the end
+
+
+def test_pretraining_is_an_autoencoder_step_on_the_joint_then_algorithm_1(demo, tmp_path):
+    """train.pretrain_steps = 3: for 3 iterations the EBM keeps its init and no chain runs; the
+    step's loss is -log p(x|g(x)) + ||g(x)||^2/2, so one step by hand from the same weights on
+    the same batch gives the same weights; a resume across the boundary matches one run."""
+    cfg = small_cfg(5, pretrain_steps=3, save_every=2)
+    cfg.langevin.init1 = "encoder"
+    run(cfg, demo, tmp_path / "a")
+    cfg_b = small_cfg(2, pretrain_steps=3, save_every=2)
+    cfg_b.langevin.init1 = "encoder"
+    run(cfg_b, demo, tmp_path / "b")
+    run(cfg, demo, tmp_path / "b", resume=True)
+    a, b = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [m.get("pretrain") for m in steps] == [1.0] * 3 + [None] * 2
+    assert [("e_pos" in m, "z_neg_norm" in m) for m in steps] == [(False, False)] * 3 + [(True, True)] * 2
+
+    # The objective, by hand: the same weights, batch and dropout stream, one Adam step each.
+    cfg1 = small_cfg(1, pretrain_steps=1)
+    cfg1.langevin.init1 = "encoder"
+    torch.manual_seed(0)
+    model = build_model(cfg1.__class__.from_dict(json.loads((tmp_path / "a" / "config.json").read_text())))
+    opts = train_mod.make_optimizers(model, cfg1)
+    twin = build_model(load_run_files(tmp_path / "a")[0])
+    twin.load_state_dict(model.state_dict())
+    x = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0]])
+    torch.manual_seed(3)
+    logs, z = train_mod.pretrain_step(model, x, opts, cfg1)
+    twin.train()
+    t_opts = train_mod.make_optimizers(twin, cfg1)
+    torch.manual_seed(3)
+    g = twin.encoder(x)
+    loss = (-twin.decoder.log_prob(x, g) + 0.5 * g.pow(2).sum(-1)).mean()
+    for o in t_opts.values():
+        o.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(twin.decoder.parameters()), cfg1.train.clip_decoder)
+    t_opts["decoder"].step()
+    t_opts["encoder"].step()
+    sd, td = model.state_dict(), twin.state_dict()
+    assert all(torch.allclose(sd[k], td[k]) for k in sd)
+    assert torch.allclose(z, g.detach()) and logs["pretrain"] == 1.0
+    # The prior took no step.
+    assert all(torch.equal(sd[k], td[k]) for k in sd if k.startswith("prior."))
+    with pytest.raises(ValueError, match="encoder"):
+        bad = small_cfg(1, pretrain_steps=2)
+        bad.langevin.init1 = "noise"
+        bad.validate()

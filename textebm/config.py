@@ -158,6 +158,8 @@ class TrainConfig:
                                # bounds the energy's slope where the chains and codes are
     prior_start: int = 0      # iterations before the EBM learns: it stays at its init until then,
                               # and the prior chain (needed only for its update) is not run
+    pretrain_steps: int = 0   # iterations at the start that train decoder and encoder as an
+                              # amortized MAP autoencoder (train.pretrain_step): z = g(x), no chains
     prior_updates: int = 1    # EBM updates per iteration, each against a fresh prior chain
     prior_chains: int = 0     # prior chains (z-) per EBM update; 0: one per sentence of the batch
     lr_final: float = 1.0     # every learning rate falls linearly to lr_final x its value at max_steps
@@ -215,6 +217,9 @@ class RunConfig:
                 or t.prior_chains < 0:
             raise ValueError("batch size, prior updates must be >= 1 and max steps, prior start, "
                              "prior chains >= 0")
+        if t.pretrain_steps < 0 or (t.pretrain_steps and lc.init1 != "encoder"):
+            raise ValueError("pretrain steps must be >= 0, and pretraining needs the encoder "
+                             "(posterior init 'encoder')")
         if t.time_budget is not None and t.time_budget <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if t.precision not in PRECISIONS:

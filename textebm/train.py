@@ -9,6 +9,8 @@ Per iteration, for a mini-batch x (PROTOCOL.md §3):
      which raises f_alpha where the posterior puts z and lowers it where the prior wanders
      (train.prior_updates > 1: repeated against fresh prior chains, with the same z+);
   5. (init1 = encoder) initializer step: minimise mean_i ||g(x_i) - z+_i||^2.
+The first train.pretrain_steps iterations (0 by default) are a cheaper phase before the chains
+start: `pretrain_step` trains decoder and encoder as an amortized MAP autoencoder.
 """
 from __future__ import annotations
 
@@ -176,6 +178,38 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
         logs["z_neg_norm"] = z_neg.norm(dim=-1).mean()
     out = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist()))
     return out, z_pos
+
+
+def pretrain_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
+                  sync=None) -> tuple[dict, torch.Tensor]:
+    """One pretraining iteration (train.pretrain_steps) on x: (B, T): z = g(x) and one step on
+    -log p(x|z) + ||z||^2/2, the negative joint log-density log p(x, z) under the N(0, I) base at
+    the encoder's code, through decoder and encoder together. That is what the default cold
+    posterior chain (noise 0.2) climbs, amortized: one decoder pass where an iteration of
+    Algorithm 1 costs K1 + 1 of them, so the decoder learns the language and to read z several
+    times faster, and the chains later start from an encoder that already points at the codes.
+    The EBM is not trained and no prior chain runs. Returns floats for logging and z: (B, D)."""
+    tc = cfg.train
+    model.train()
+    z = model.encoder(x)
+    log_px = model.decoder.log_prob(x, z)
+    loss = (-log_px + 0.5 * z.pow(2).sum(-1)).mean()
+    dec, enc = list(model.decoder.parameters()), list(model.encoder.parameters())
+    for o in (opts["decoder"], opts["encoder"]):
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync is not None:
+        sync(dec + enc)
+    if tc.clip_decoder:
+        torch.nn.utils.clip_grad_norm_(dec, tc.clip_decoder)
+    opts["decoder"].step()
+    opts["encoder"].step()
+    z = z.detach()
+    if model.fitted_base:
+        model.update_base(z, cfg.prior.base_decay)
+    logs = {"loss_dec": -log_px.detach().mean(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum(),
+            "z_pos_norm": z.norm(dim=-1).mean(), "pretrain": torch.ones(())}
+    return dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist())), z
 
 
 def validation_metrics(model: LatentEBM, valid_ids: list[list[int]], seed: int) -> dict:
@@ -372,9 +406,12 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             rows = torch.as_tensor(mine, device=setup.device)
             if t.lr_final != 1.0:
                 set_lrs(opts, step, cfg)
-            metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
-                                        sync, learn_prior=step >= t.prior_start,
-                                        prior_bank=prior_bank)
+            if step < t.pretrain_steps:
+                metrics, z_pos = pretrain_step(model, x, opts, cfg, sync)
+            else:
+                metrics, z_pos = train_step(model, x, opts, cfg, None if bank is None else bank[rows],
+                                            sync, learn_prior=step >= t.prior_start,
+                                            prior_bank=prior_bank)
             if bank is not None:
                 bank[rows] = z_pos
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
