@@ -15,7 +15,7 @@ clock counts training alone). After each chunk the process measures a point:
   (`textebm evaluate --parts ppl --lm ngram`).
 One JSON line per point, printed and kept in RUN/ttq.jsonl. A point already there is not measured
 again and a run resumes where it stopped, so an interrupted bench continues with the same command.
-At the end every run's points go to --results, with a plot beside it (.png).
+At the end every run's points go to --results, with a plot (.png) and a table (.md) beside it.
 """
 from __future__ import annotations
 
@@ -115,6 +115,16 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def table(rows: list[dict]) -> str:
+    """The points as a markdown table, setting by setting."""
+    out = ["| setting | budget (min) | iterations | val NLL/token | latent gap | FPPL (5-gram) | RPPL (5-gram) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['setting']} | {r['budget_min']:g} | {r['step']:,} | {r['val_nll_tok']:.3f} | "
+                   f"{r['val_gap']:.2f} | {r['fppl5']:.1f} | {r['rppl5']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("TEXTEBM_DATA"),
@@ -142,6 +152,7 @@ def main() -> None:
         Path(a.results).parent.mkdir(parents=True, exist_ok=True)
         Path(a.results).write_text("".join(json.dumps(r) + "\n" for r in rows))
         plot(rows, Path(a.results).with_suffix(".png"))
+        Path(a.results).with_suffix(".md").write_text(table(rows))
     if any(codes):
         sys.exit(f"a setting failed (exit codes {codes}); rerun the same command to continue")
 
