@@ -79,12 +79,12 @@ def worker(setting: str, a) -> None:
     minutes = a.every
     while minutes <= a.budget + 1e-9:
         if minutes not in done:
-            args = ["train", "ptb", "--time-budget", str(minutes), "--eval-every", "0",
-                    "--threads", "1", "--quiet"]
+            args = ["train", "ptb", "--time-budget", str(minutes), "--threads", "1", "--quiet"]
             if (run / "checkpoint.pt").exists():
-                args += ["--resume", str(run)]
+                args += ["--resume", str(run)]  # a resume keeps the run's recorded settings
             else:
-                args += [*train_args(setting), "--seed", str(a.seed), "--out", str(run)]
+                args += [*train_args(setting), "--eval-every", "0", "--seed", str(a.seed),
+                         "--out", str(run)]
             if a.data_dir:
                 args += ["--data-dir", a.data_dir]
             subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True)

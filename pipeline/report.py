@@ -198,7 +198,8 @@ def build_report(run: Path, model=None, cfg: ReportConfig = ReportConfig()) -> s
     evals = read_metrics(run / "metrics.jsonl")[1] if (run / "metrics.jsonl").exists() else None
     body = {"Settings": settings(run), "Training curves": curves(run),
             "Validation over time": validation(run, evals),
-            "Prior chain": prior_chain(run, model, cfg), "Latent diagnostics": latent(run, evals), "Interpolations": interpolations(model, cfg),
+            "Prior chain": prior_chain(run, model, cfg), "Latent diagnostics": latent(run, evals),
+            "Interpolations": interpolations(model, cfg),
             "Table 2": table2(run)}
     title = f"textebm run {run.name}"
     sections = "".join(f'<section id="s{i}"><h2>{html.escape(name)}</h2>{body[name]}</section>'

@@ -330,10 +330,11 @@ def test_pretraining_is_an_autoencoder_step_on_the_joint_then_algorithm_1(demo, 
     # The objective, by hand: the same weights, batch and dropout stream, one Adam step each.
     cfg1 = small_cfg(1, pretrain_steps=1)
     cfg1.langevin.init1 = "encoder"
+    saved = load_run_files(tmp_path / "a")[0]
     torch.manual_seed(0)
-    model = build_model(cfg1.__class__.from_dict(json.loads((tmp_path / "a" / "config.json").read_text())))
+    model = build_model(saved)
     opts = train_mod.make_optimizers(model, cfg1)
-    twin = build_model(load_run_files(tmp_path / "a")[0])
+    twin = build_model(saved)
     twin.load_state_dict(model.state_dict())
     x = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0]])
     torch.manual_seed(3)
