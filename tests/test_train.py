@@ -327,34 +327,42 @@ def test_pretraining_is_an_autoencoder_step_on_the_joint_then_algorithm_1(demo, 
     assert [m.get("pretrain") for m in steps] == [1.0] * 3 + [None] * 2
     assert [("e_pos" in m, "z_neg_norm" in m) for m in steps] == [(False, False)] * 3 + [(True, True)] * 2
 
-    # The objective, by hand: the same weights, batch and dropout stream, one Adam step each.
-    cfg1 = small_cfg(1, pretrain_steps=1)
-    cfg1.langevin.init1 = "encoder"
+    # The objective, by hand: the same weights, batch and dropout stream, one Adam step each;
+    # with train.decoder_noise = 0.7 the decoder reads g(x) + 0.7 N(0, I), drawn after g(x).
     saved = load_run_files(tmp_path / "a")[0]
-    torch.manual_seed(0)
-    model = build_model(saved)
-    opts = train_mod.make_optimizers(model, cfg1)
-    twin = build_model(saved)
-    twin.load_state_dict(model.state_dict())
     x = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0]])
-    torch.manual_seed(3)
-    logs, z = train_mod.pretrain_step(model, x, opts, cfg1)
-    twin.train()
-    t_opts = train_mod.make_optimizers(twin, cfg1)
-    torch.manual_seed(3)
-    g = twin.encoder(x)
-    loss = (-twin.decoder.log_prob(x, g) + 0.5 * g.pow(2).sum(-1)).mean()
-    for o in t_opts.values():
-        o.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(list(twin.decoder.parameters()), cfg1.train.clip_decoder)
-    t_opts["decoder"].step()
-    t_opts["encoder"].step()
-    sd, td = model.state_dict(), twin.state_dict()
-    assert all(torch.allclose(sd[k], td[k]) for k in sd)
-    assert torch.allclose(z, g.detach()) and logs["pretrain"] == 1.0
-    # The prior took no step.
-    assert all(torch.equal(sd[k], td[k]) for k in sd if k.startswith("prior."))
+    for sigma in (0.0, 0.7):
+        cfg1 = small_cfg(1, pretrain_steps=1, decoder_noise=sigma)
+        cfg1.langevin.init1 = "encoder"
+        torch.manual_seed(0)
+        model = build_model(saved)
+        opts = train_mod.make_optimizers(model, cfg1)
+        twin = build_model(saved)
+        twin.load_state_dict(model.state_dict())
+        torch.manual_seed(3)
+        logs, z = train_mod.pretrain_step(model, x, opts, cfg1)
+        twin.train()
+        t_opts = train_mod.make_optimizers(twin, cfg1)
+        torch.manual_seed(3)
+        g = twin.encoder(x)
+        read = g + sigma * torch.randn_like(g) if sigma else g
+        loss = (-twin.decoder.log_prob(x, read) + 0.5 * g.pow(2).sum(-1)).mean()
+        for o in t_opts.values():
+            o.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(twin.decoder.parameters()), cfg1.train.clip_decoder)
+        t_opts["decoder"].step()
+        t_opts["encoder"].step()
+        sd, td = model.state_dict(), twin.state_dict()
+        assert all(torch.allclose(sd[k], td[k]) for k in sd)
+        assert torch.allclose(z, g.detach()) and logs["pretrain"] == 1.0
+        # The prior took no step.
+        assert all(torch.equal(sd[k], td[k]) for k in sd if k.startswith("prior."))
+        if sigma:  # the noisy read is another step than the clean one
+            assert not all(torch.allclose(sd[k], clean[k]) for k in sd if k.startswith("decoder."))
+        clean = sd
+    with pytest.raises(ValueError, match="decoder_noise"):
+        small_cfg(1, decoder_noise=-0.1).validate()
     with pytest.raises(ValueError, match="encoder"):
         bad = small_cfg(1, pretrain_steps=2)
         bad.langevin.init1 = "noise"

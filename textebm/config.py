@@ -160,6 +160,9 @@ class TrainConfig:
                               # and the prior chain (needed only for its update) is not run
     pretrain_steps: int = 0   # iterations at the start that train decoder and encoder as an
                               # amortized MAP autoencoder (train.pretrain_step): z = g(x), no chains
+    decoder_noise: float = 0.0  # sigma: the decoder learns at z+ + sigma * N(0, I), not z+ (a fixed-
+                                # variance Gaussian posterior, as in a VAE's reconstruction term):
+                                # bounds what the codes carry and smooths the decoder across them
     prior_updates: int = 1    # EBM updates per iteration, each against a fresh prior chain
     prior_chains: int = 0     # prior chains (z-) per EBM update; 0: one per sentence of the batch
     lr_final: float = 1.0     # every learning rate falls linearly to lr_final x its value at max_steps
@@ -207,8 +210,9 @@ class RunConfig:
         if min(lc.noise0, lc.noise1, lc.sampling_noise(), lc.posterior_noise(read=True)) < 0:
             raise ValueError("Langevin noise scales must be >= 0")
         if lc.prior_buffer < 0 or not 0 <= lc.prior_reinit <= 1 or (lc.sample_k0 or 0) < 0 \
-                or t.grad_penalty < 0:
-            raise ValueError("prior_buffer, sample_k0, grad_penalty must be >= 0 and prior_reinit in [0, 1]")
+                or t.grad_penalty < 0 or t.decoder_noise < 0:
+            raise ValueError("prior_buffer, sample_k0, grad_penalty, decoder_noise must be >= 0 and "
+                             "prior_reinit in [0, 1]")
         if lc.prior_sampler not in ("chain", "mala"):
             raise ValueError(f"prior_sampler must be 'chain' or 'mala', got {lc.prior_sampler!r}")
         if lc.init1 not in INIT1:

@@ -134,6 +134,12 @@ class PersistentPrior:
         return z
 
 
+def smear(z: torch.Tensor, sigma: float) -> torch.Tensor:
+    """z + sigma * N(0, I), the code the decoder learns at (train.decoder_noise); z itself, with no
+    draw from the random stream, at sigma = 0. z: (B, D)"""
+    return z + sigma * torch.randn_like(z) if sigma else z
+
+
 def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
                z0: torch.Tensor | None = None, sync=None, learn_prior: bool = True,
                prior_bank: PersistentPrior | None = None) -> tuple[dict, torch.Tensor]:
@@ -154,7 +160,7 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     z_pos, _ = model.infer(x, z0=z0)
 
     model.train()
-    log_px = model.decoder.log_prob(x, z_pos)
+    log_px = model.decoder.log_prob(x, smear(z_pos, tc.decoder_noise))
     loss_dec = -log_px.mean()
     _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
     # Logged values stay on the device until one transfer at the end (one host sync per step).
@@ -192,7 +198,7 @@ def pretrain_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     tc = cfg.train
     model.train()
     z = model.encoder(x)
-    log_px = model.decoder.log_prob(x, z)
+    log_px = model.decoder.log_prob(x, smear(z, tc.decoder_noise))
     loss = (-log_px + 0.5 * z.pow(2).sum(-1)).mean()
     dec, enc = list(model.decoder.parameters()), list(model.encoder.parameters())
     for o in (opts["decoder"], opts["encoder"]):
