@@ -130,9 +130,10 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           s1: Optional[float] = typer.Option(None, "--s1", help="A constant posterior Langevin step "
                                              "size s (paper 0.1); replaces the recipe's step-size "
                                              "schedule unless --s1-schedule is given too."),
-          recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe: encoder "
-                                               "(the default: posterior chain from an amortized guess), "
-                                               "paper (Table 5: K1=20, s1=0.1 from N(0,I), K0=60), sri, "
+          recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe: coherent "
+                                               "(the default: encoder with a bounded energy slope "
+                                               "and posterior noise 0.8), encoder (posterior chain "
+                                               "from an amortized guess, noise 0.2), paper (Table 5: K1=20, s1=0.1 from N(0,I), K0=60), sri, "
                                                "steady (late EBM, 2 updates/iteration, weight average), "
                                                "gaussian (fixed N(0,I) prior, noise-1 posterior: "
                                                "the fair baseline); --config and the options "
@@ -176,6 +177,13 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                                        "at the start that train decoder and encoder "
                                                        "as an autoencoder (z = g(x), no chains; "
                                                        "several times faster per iteration); 0: none."),
+          grad_penalty: Optional[float] = typer.Option(None, "--grad-penalty", help="gamma of the "
+                                                       "slope penalty gamma*(|dE/dz+|^2 + |dE/dz-|^2) "
+                                                       "on the EBM (default 1; 0: none, the encoder "
+                                                       "recipe)."),
+          decoder_noise: Optional[float] = typer.Option(None, "--decoder-noise", help="sigma: the "
+                                                        "decoder learns at z+ + sigma*N(0,I) "
+                                                        "(default 0)."),
           prior_updates: Optional[int] = typer.Option(None, "--prior-updates", help="EBM updates per "
                                                       "iteration, each against a fresh prior chain "
                                                       "(default 1, as in Algorithm 1)."),
@@ -226,7 +234,8 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         raise ValueError(f"--recipe {recipe} and --posterior {posterior} (its old name) disagree")
     recipe = recipe or posterior
     cli = {"train": {"max_steps": max_steps, "time_budget": time_budget, "batch_size": batch_size, "lr_prior": lr_prior,
-                     "lr_decoder": lr_decoder, "prior_start": prior_start, "pretrain_steps": pretrain_steps, "lr_final": lr_final, "prior_updates": prior_updates,
+                     "lr_decoder": lr_decoder, "prior_start": prior_start, "pretrain_steps": pretrain_steps,
+                     "grad_penalty": grad_penalty, "decoder_noise": decoder_noise, "lr_final": lr_final, "prior_updates": prior_updates,
                      "prior_chains": prior_chains, "ema": ema, "clip_decoder": clip, "seed": seed,
                      "eval_every": eval_every, "save_every": save_every,
                      "tokenizer": tokenizer, "vocab_size": vocab_size, "precision": precision,

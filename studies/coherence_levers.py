@@ -5,9 +5,10 @@ print one JSON line per run with the prior's coherence and the samples' quality.
     python -m studies.coherence_levers --settings gp1 --seeds 0 --out runs/coherence --no-train
     python -m studies.coherence_levers --settings default,gp1 --seeds 0 --max-steps 3000
 
-A setting is `default` (`textebm train demo`), `gaussian` (`--recipe gaussian`, the fair Gaussian
-baseline) or the name of a TOML file in studies/coherence_levers/ (`[langevin]`, `[train]`,
-`[prior]` sections on top of the default recipe). Per run, the budget is the demo default
+A setting is `default` (`textebm train demo --recipe encoder`, the default recipe when this study
+began), a recipe's name (`gaussian`: the fair Gaussian baseline; `coherent`: the default since) or
+the name of a TOML file in studies/coherence_levers/ (`[langevin]`, `[train]`, `[prior]` sections
+on top of the `encoder` recipe). Per run, the budget is the demo default
 (1,500 iterations, or --max-steps, one thread) and then
     textebm evaluate --parts ppl,latent --num-samples 2000 --diag-sentences 300
 (5-gram judges; coherence: 2,000 prior samples, 1,000 descents, AIS at 10,000 temperatures).
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from common.storage import read_json
+from textebm.config import RECIPES
 
 HERE = Path(__file__).resolve().parent / "coherence_levers"
 KEEP = ("gap_nats_tok", "impossible_share", "samples_vs_data", "topic_probe_acc",
@@ -32,14 +34,16 @@ KEEP = ("gap_nats_tok", "impossible_share", "samples_vs_data", "topic_probe_acc"
 
 
 def train_args(setting: str) -> list[str]:
+    # `default` is the `encoder` recipe, the default when this study began (its rows and folders
+    # s0, s1, ... say `default`); every TOML file is a change to that recipe.
     if setting == "default":
-        return []
-    if setting == "gaussian":
-        return ["--recipe", "gaussian"]
+        return ["--recipe", "encoder"]
+    if setting in RECIPES:
+        return ["--recipe", setting]
     toml = HERE / f"{setting}.toml"
     if not toml.exists():
         sys.exit(f"unknown setting {setting!r}: no {toml}")
-    return ["--config", str(toml)]
+    return ["--recipe", "encoder", "--config", str(toml)]
 
 
 def cli(*args: str) -> None:

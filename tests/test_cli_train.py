@@ -61,13 +61,15 @@ def test_recipe_and_chain_options_reach_the_run_config(tmp_path):
     out = tmp_path / "r"
     r = runner.invoke(app, ["train", "demo", "--out", str(out), "--recipe", "sri",
                             "--noise1", "0.3", "--posterior-init", "persistent", "--noise0", "0.9",
-                            "--sample-noise0", "0.7",
+                            "--sample-noise0", "0.7", "--grad-penalty", "0.5", "--decoder-noise", "0.1",
                             *TINY])
     assert r.exit_code == 0, r.output
     lc = json.loads((out / "config.json").read_text())["langevin"]
     # The preset sets the schedule; the explicit options win over it; everything is recorded.
     assert lc["s1_schedule"][:3] == [0.8, 0.7, 0.6] and lc["noise1"] == 0.3
     assert lc["init1"] == "persistent" and lc["noise0"] == 0.9 and lc["sample_noise0"] == 0.7
+    t = json.loads((out / "config.json").read_text())["train"]
+    assert (t["grad_penalty"], t["decoder_noise"]) == (0.5, 0.1)
     # --posterior is the recipe's old name, still accepted.
     r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "p"), "--posterior", "paper", *TINY])
     lc = json.loads((tmp_path / "p" / "config.json").read_text())["langevin"]
@@ -77,13 +79,17 @@ def test_recipe_and_chain_options_reach_the_run_config(tmp_path):
     # updates per iteration against 150-step chains and a weight average.
     t = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
     assert (t["prior_start"], t["prior_updates"], t["ema"]) == (0, 1, 0.0)
-    for preset, want in ((None, (0, 1, 0.0, 200)), ("steady", (50, 2, 0.995, 150))):
+    # The default (`coherent`) bounds the slope and warms the posterior chain; the older recipes
+    # keep theirs.
+    for preset, want in ((None, (0, 1, 0.0, 200, 1.0, 0.8)), ("steady", (50, 2, 0.995, 150, 0.0, 0.2)),
+                         ("encoder", (0, 1, 0.0, 200, 0.0, 0.2))):
         args = ["--recipe", preset] if preset else []
         r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / f"d{preset}"), *args,
                                 *TINY[:4], *TINY[6:]])
         assert r.exit_code == 0, r.output
         d = json.loads((tmp_path / f"d{preset}" / "config.json").read_text())
-        got = (d["train"]["prior_start"], d["train"]["prior_updates"], d["train"]["ema"], d["langevin"]["k0"])
+        got = (d["train"]["prior_start"], d["train"]["prior_updates"], d["train"]["ema"], d["langevin"]["k0"],
+               d["train"]["grad_penalty"], d["langevin"]["noise1"])
         assert got == want, preset
     for bad in (["--recipe", "nope"], ["--recipe", "sri", "--posterior", "paper"],
                 ["--posterior-init", "nope"], ["--s1-schedule", "0.5,x"]):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from textebm.config import (LEGACY, RECIPES, LangevinConfig, RunConfig, TrainConfig, build_config,
-                            for_corpus)
+from textebm.config import (DEFAULT_RECIPE, LEGACY, RECIPES, LangevinConfig, RunConfig, TrainConfig,
+                            build_config, for_corpus)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_field_defaults_are_the_default_recipe():
     # A bare config is what `textebm train` runs by default: no third place to read.
     lc, t = asdict(LangevinConfig()), asdict(TrainConfig())
-    for k, v in RECIPES["encoder"]["langevin"].items():
+    for k, v in RECIPES[DEFAULT_RECIPE]["langevin"].items():
         assert lc[k] == v, k
-    for k, v in RECIPES["encoder"]["train"].items():
+    for k, v in RECIPES[DEFAULT_RECIPE]["train"].items():
         assert t[k] == v, k
     assert build_config("ptb").to_dict() == for_corpus("ptb").to_dict()
 
@@ -74,12 +74,16 @@ def test_every_committed_run_config_loads_as_recorded():
                 assert got[section][k] == v, (p, section, k)
 
 
-def test_the_default_build_is_what_the_committed_default_demo_run_ran():
-    # results/demo/s0 is `textebm train demo` from before the builder: the same settings now.
-    d = json.loads((ROOT / "results" / "demo" / "s0" / "config.json").read_text())
-    built = build_config("demo").to_dict()
-    set_at_start = {("decoder", "vocab_size"), ("train", "precision_used")}
-    for section, values in d.items():
-        for k, v in values.items():
-            if (section, k) not in set_at_start:
-                assert built[section][k] == v, (section, k)
+def test_the_recipes_build_what_the_committed_demo_runs_ran():
+    # results/demo/s0 is `textebm train demo` from before the builder, under the `encoder` recipe
+    # (the default then); results/demo/gp1n8-s0 is the `coherent` recipe's evidence, trained as
+    # `encoder` with studies/coherence_levers/gp1n8.toml before it had a name.
+    set_at_start = {("decoder", "vocab_size"), ("train", "precision_used"), ("train", "recipe")}
+    for run, name in (("s0", "encoder"), ("gp1n8-s0", "coherent"), ("gp1n8-s0", None)):
+        d = json.loads((ROOT / "results" / "demo" / run / "config.json").read_text())
+        built = build_config("demo", name).to_dict()
+        for section, values in d.items():
+            for k, v in values.items():
+                if (section, k) not in set_at_start:
+                    assert built[section][k] == v, (run, section, k)
+    assert build_config("demo").train.recipe == "coherent"
