@@ -28,22 +28,17 @@ import sys
 import time
 from pathlib import Path
 
+from textebm.config import setting_flags
+
 HERE = Path(__file__).resolve().parent / "time_to_quality"
 VALID_SENTENCES = 300
 
 
 def train_args(setting: str) -> list[str]:
-    # `default` is the `encoder` recipe, the default when this bench's first rows were measured
-    # (they say `default`); the TOML settings change that recipe.
-    from textebm.config import RECIPES
-    if setting == "default":
-        return ["--recipe", "encoder"]
-    if setting in RECIPES:
-        return ["--recipe", setting]
-    toml = HERE / f"{setting}.toml"
-    if not toml.exists():
-        sys.exit(f"unknown setting {setting!r}: no {toml}")
-    return ["--recipe", "encoder", "--config", str(toml)]
+    try:
+        return setting_flags(setting, HERE)
+    except ValueError as e:
+        sys.exit(str(e))
 
 
 def points(run: Path) -> list[dict]:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from common.storage import read_json
-from textebm.config import RECIPES
+from textebm.config import setting_flags
 
 HERE = Path(__file__).resolve().parent / "coherence_levers"
 KEEP = ("gap_nats_tok", "impossible_share", "samples_vs_data", "topic_probe_acc",
@@ -34,21 +34,16 @@ KEEP = ("gap_nats_tok", "impossible_share", "samples_vs_data", "topic_probe_acc"
 
 
 def train_args(setting: str) -> list[str]:
-    # `default` is the `encoder` recipe, the default when this study began (its rows and folders
-    # s0, s1, ... say `default`); every TOML file is a change to that recipe.
-    if setting == "default":
-        return ["--recipe", "encoder"]
-    if setting in RECIPES:
-        return ["--recipe", setting]
-    toml = HERE / f"{setting}.toml"
-    if not toml.exists():
-        sys.exit(f"unknown setting {setting!r}: no {toml}")
-    return ["--recipe", "encoder", "--config", str(toml)]
+    try:
+        return setting_flags(setting, HERE)
+    except ValueError as e:
+        sys.exit(str(e))
 
 
 def cli(*args: str) -> None:
     # One thread for evaluate too (train takes --threads 1): runs go side by side on a few cores,
-    # and two processes of two threads each on 2 cores ran the evaluation 4x slower.
+    # and two evaluations of two threads each on 2 cores were still running after 15 minutes,
+    # where one thread each took about 3.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, env=env)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from textebm.config import (DEFAULT_RECIPE, LEGACY, RECIPES, LangevinConfig, RunConfig, TrainConfig,
-                            build_config, for_corpus)
+                            build_config, for_corpus, setting_flags)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +87,13 @@ def test_the_recipes_build_what_the_committed_demo_runs_ran():
                 if (section, k) not in set_at_start:
                     assert built[section][k] == v, (run, section, k)
     assert build_config("demo").train.recipe == "coherent"
+
+
+def test_study_settings_name_the_recipe_their_rows_measured():
+    # The studies' `default` rows were measured under `encoder`; their TOML files change it.
+    levers = ROOT / "studies" / "coherence_levers"
+    assert setting_flags("default", levers) == ["--recipe", "encoder"]
+    assert setting_flags("coherent", levers) == ["--recipe", "coherent"]
+    assert setting_flags("gp1n8", levers) == ["--recipe", "encoder", "--config", str(levers / "gp1n8.toml")]
+    with pytest.raises(ValueError, match="nope"):
+        setting_flags("nope", levers)

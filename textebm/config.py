@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from common.precision import PRECISIONS
 
@@ -318,6 +319,20 @@ def recipe(name: str) -> dict[str, dict]:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+def setting_flags(setting: str, toml_dir: Path) -> list[str]:
+    """`textebm train` flags for a study's or bench's setting: `default` is the `encoder` recipe
+    (the default when the studies' first rows were measured, which say `default`), a recipe's name
+    runs that recipe, and any other name is TOML_DIR/<name>.toml on top of `encoder`."""
+    if setting == "default":
+        return ["--recipe", "encoder"]
+    if setting in RECIPES:
+        return ["--recipe", setting]
+    toml = Path(toml_dir) / f"{setting}.toml"
+    if not toml.exists():
+        raise ValueError(f"unknown setting {setting!r}: no {toml}")
+    return ["--recipe", "encoder", "--config", str(toml)]
 
 
 def build_config(corpus: str, recipe_name: str | None = None, toml: dict | None = None,
