@@ -31,7 +31,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     A full disk (or a file-size limit) removes the temporary file and raises DiskFullError
     naming the folder and the space the write needed; the old file stays as it was."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    # One temporary name per process: two writers of the same file (two runs marking runs/latest
+    # at once) each rename their own whole file, where a shared name let one rename the other's.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -190,3 +190,22 @@ def test_sigterm_and_sighup_raise_what_ctrl_c_raises():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def test_two_processes_marking_the_latest_run_at_once_both_succeed(tmp_path):
+    # Two benchmark workers finishing chunks at the same moment once shared one temporary name for
+    # runs/latest, and one rename found the other's file gone (FileNotFoundError, a failed chunk).
+    # Each writer waits at a barrier (both ready files present) so that their loops overlap.
+    code = ("import sys, time\nfrom pathlib import Path\nfrom textebm.runs import mark_latest\n"
+            "run, me, other = sys.argv[1:]\nPath(me).touch()\n"
+            "while not Path(other).exists():\n    time.sleep(0.001)\n"
+            "for i in range(2000):\n    mark_latest(run)\n")
+    env = {**os.environ, "TEXTEBM_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(REPO)}
+    ready = [str(tmp_path / f"ready{k}") for k in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"run{k}"), ready[k],
+                               ready[1 - k]], env=env, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert (tmp_path / "runs" / "latest").read_text().strip() in {str(tmp_path / "run0"), str(tmp_path / "run1")}
+    assert not list((tmp_path / "runs").glob("*.tmp"))

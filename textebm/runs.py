@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from common.interrupt import lock_owner
-from common.storage import read_json as _json, read_jsonl
+from common.storage import atomic_write, read_json as _json, read_jsonl
 from textebm.checkpoint import CheckpointError
 
 def runs_root() -> Path:
@@ -23,9 +23,7 @@ def new_run_dir(corpus: str) -> Path:
 def mark_latest(run_dir: Path) -> None:
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "latest.tmp"
-    tmp.write_text(str(Path(run_dir).resolve()) + "\n")
-    tmp.replace(root / "latest")
+    atomic_write(root / "latest", (str(Path(run_dir).resolve()) + "\n").encode())
 
 
 def latest_run() -> Path:
