@@ -1,7 +1,7 @@
 """One row of paper Table 2 from a trained run folder, in one command; or the table from rows.
 
     python -m bench.table2_row runs/ptb/ebm-2h [--dest results/ptb/ebm-2h] [--precision auto]
-        [--num-samples 10000] [--lm ngram,lstm] [--nll-sentences 0] [--lstm-epochs 30]
+        [--num-samples 10000] [--lm ngram,lstm] [--nll-sentences 0] [--lstm-epochs 30] [--decode greedy]
     python -m bench.table2_row runs/ptb/ebm-2h --parts nll --nll-sentences 0   # add one part
     python -m bench.table2_row --table results/ptb/ebm-2h results/ptb/gaussian-2h
 
@@ -58,7 +58,7 @@ def make_row(a: argparse.Namespace) -> Path:
     ev = ["evaluate", *common, *data, "--num-samples", str(a.num_samples), "--lm", a.lm,
           "--lstm-epochs", str(a.lstm_epochs), "--nll-sentences", str(a.nll_sentences),
           "--nll-samples", str(a.nll_samples), "--diag-sentences", str(a.diag_sentences),
-          "--seed", str(a.seed), "--parts", a.parts]
+          "--seed", str(a.seed), "--parts", a.parts, "--decode", a.decode]
     smp = ["sample", *common, "-n", "20", "--trace", "0,40,100", "--seed", str(a.seed),
            "--out", str(dest / "trace.txt"), "--plot", str(dest / "energy_profile.png")]
     seconds = {"evaluate": textebm(*ev, threads=a.threads), "trace": textebm(*smp, threads=a.threads)}
@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--nll-sentences", type=int, default=0, help="0: the whole test split")
     ap.add_argument("--nll-samples", type=int, default=20)
     ap.add_argument("--diag-sentences", type=int, default=500)
+    ap.add_argument("--decode", default="sample", help="sample (ancestral) or greedy decoding of the samples")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)

@@ -132,7 +132,9 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
                                              "schedule unless --s1-schedule is given too."),
           recipe: Optional[str] = typer.Option(None, "--recipe", help="Training recipe: coherent "
                                                "(the default: encoder with a bounded energy slope "
-                                               "and posterior noise 0.8), encoder (posterior chain "
+                                               "and posterior noise 0.8), pretrained (the default "
+                                               "for ptb: coherent after 3,000 autoencoder "
+                                               "iterations, decoder noise 0.5), encoder (posterior chain "
                                                "from an amortized guess, noise 0.2), paper "
                                                "(Table 5: K1=20, s1=0.1 from N(0,I), K0=60), sri, "
                                                "steady (late EBM, 2 updates/iteration, weight average), "
@@ -263,6 +265,11 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
         if ignored:
             err.print(f"note: --resume keeps the run's recorded settings; ignored: "
                       f"{', '.join(ignored)}", markup=False, highlight=False)
+    if cfg.train.pretrain_steps >= cfg.train.max_steps and not resume:
+        err.print(f"note: the first {cfg.train.pretrain_steps} iterations pretrain decoder and "
+                  f"encoder (recipe {cfg.train.recipe}); with --max-steps {cfg.train.max_steps} the "
+                  f"prior never trains. --pretrain-steps 0 (or --recipe coherent) trains it from "
+                  f"the start.", markup=False, highlight=False)
     dev = pick_device(device)
     ranks = distributed.init(dev)   # several processes under torchrun, else one
     if not resume:

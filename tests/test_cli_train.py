@@ -147,3 +147,15 @@ def test_benchmark_settings_parse_to_overrides_and_reject_malformed_items():
     for bad in ("train.ema", "ema=0.9", ".ema=0.9", "train.=1"):
         with pytest.raises(ValueError):
             parse_settings([bad])
+
+
+def test_a_run_too_short_to_leave_pretraining_says_so(tmp_path):
+    # `pretrained` (PTB's default) spends its first 3,000 iterations without the prior; a shorter
+    # run is an autoencoder, and the command says so before it starts.
+    r = runner.invoke(app, ["train", "demo", "--recipe", "pretrained", "--out", str(tmp_path / "r"), *TINY])
+    assert r.exit_code == 0, r.output
+    assert "prior never trains" in r.output and "--pretrain-steps 0" in r.output
+    t = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert (t["recipe"], t["pretrain_steps"], t["decoder_noise"]) == ("pretrained", 3000, 0.5)
+    r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "d"), *TINY])
+    assert r.exit_code == 0 and "never trains" not in r.output

@@ -97,3 +97,20 @@ def test_study_settings_name_the_recipe_their_rows_measured():
     assert setting_flags("gp1n8", levers) == ["--recipe", "encoder", "--config", str(levers / "gp1n8.toml")]
     with pytest.raises(ValueError, match="nope"):
         setting_flags("nope", levers)
+
+
+def test_ptb_defaults_to_the_setting_the_time_to_quality_bench_chose():
+    # `pretrained` is the bench's `pretrain-coherent` setting (a TOML on `encoder`) by name; the
+    # other corpora keep `coherent`, and naming a recipe on PTB still runs it unchanged.
+    import tomllib
+    toml = ROOT / "bench" / "time_to_quality" / "pretrain-coherent.toml"
+    measured = build_config("ptb", "encoder", tomllib.loads(toml.read_text())).to_dict()
+    default = build_config("ptb").to_dict()
+    assert default["train"].pop("recipe") == "pretrained" and measured["train"].pop("recipe") == "encoder"
+    assert default == measured
+    assert (default["train"]["pretrain_steps"], default["train"]["decoder_noise"]) == (3000, 0.5)
+    for name in ("coherent", "encoder", "paper", "gaussian"):
+        t = build_config("ptb", name).train
+        assert (t.recipe, t.pretrain_steps, t.decoder_noise) == (name, 0, 0.0)
+    for corpus in ("demo", "yahoo", "snli", "mytext"):
+        assert build_config(corpus).train.recipe == "coherent"
