@@ -71,7 +71,7 @@ def make_row(a: argparse.Namespace) -> Path:
         summary = json.loads((dest / "summary.json").read_text())
         summary["run_dir"] = str(run)
         (dest / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    ev, smp = ([a.replace(f"{ROOT}/", "") for a in cmd] for cmd in (ev, smp))
+    ev, smp = ([arg.replace(f"{ROOT}/", "") for arg in cmd] for cmd in (ev, smp))
     with open(run / "samples.txt", encoding="utf-8") as f:
         (dest / "samples_head.txt").write_text("".join(islice(f, 100)), encoding="utf-8")
     row = {"run": str(run), "commands": [["textebm", *ev], ["textebm", *smp]], "threads": a.threads,
