@@ -179,14 +179,15 @@ def train(corpus: str = typer.Argument(..., help="ptb, yahoo, snli, demo, a fold
           pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps", help="Iterations "
                                                        "at the start that train decoder and encoder "
                                                        "as an autoencoder (z = g(x), no chains; "
-                                                       "several times faster per iteration); 0: none."),
+                                                       "several times faster per iteration); 0: none "
+                                                       "(the default; ptb's pretrained recipe: 3000)."),
           grad_penalty: Optional[float] = typer.Option(None, "--grad-penalty", help="gamma of the "
                                                        "slope penalty gamma*(|dE/dz+|^2 + |dE/dz-|^2) "
                                                        "on the EBM (default 1; 0: none, the encoder "
                                                        "recipe)."),
           decoder_noise: Optional[float] = typer.Option(None, "--decoder-noise", help="sigma: the "
                                                         "decoder learns at z+ + sigma*N(0,I) "
-                                                        "(default 0)."),
+                                                        "(default 0; ptb's pretrained recipe: 0.5)."),
           prior_updates: Optional[int] = typer.Option(None, "--prior-updates", help="EBM updates per "
                                                       "iteration, each against a fresh prior chain "
                                                       "(default 1, as in Algorithm 1)."),
