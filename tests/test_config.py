@@ -114,3 +114,19 @@ def test_ptb_defaults_to_the_setting_the_time_to_quality_bench_chose():
         assert (t.recipe, t.pretrain_steps, t.decoder_noise) == (name, 0, 0.0)
     for corpus in ("demo", "yahoo", "snli", "mytext"):
         assert build_config(corpus).train.recipe == "coherent"
+
+
+def test_the_gaussian_twin_setting_is_the_gaussian_recipe_with_ptbs_pretraining():
+    # bench/time_to_quality/pretrain-gaussian.toml (on `encoder`, as every bench TOML) is the fair
+    # baseline of the PTB default: what `--recipe gaussian --pretrain-steps 3000 --decoder-noise
+    # 0.5` builds. sample_noise0 = 1 there is noise0 (1) spelled out, as TOML has no None.
+    import tomllib
+    toml = ROOT / "bench" / "time_to_quality" / "pretrain-gaussian.toml"
+    twin = build_config("ptb", "encoder", tomllib.loads(toml.read_text()))
+    flags = build_config("ptb", "gaussian", None, {"train": {"pretrain_steps": 3000, "decoder_noise": 0.5}})
+    assert twin.langevin.sample_noise0 == flags.langevin.noise0 == 1.0 and flags.langevin.sample_noise0 is None
+    twin.langevin.sample_noise0, twin.train.recipe = None, "gaussian"
+    assert twin.to_dict() == flags.to_dict()
+    pretrained = build_config("ptb")
+    assert (twin.train.pretrain_steps, twin.train.decoder_noise) == (pretrained.train.pretrain_steps,
+                                                                      pretrained.train.decoder_noise)
