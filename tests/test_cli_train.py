@@ -159,3 +159,16 @@ def test_a_run_too_short_to_leave_pretraining_says_so(tmp_path):
     assert (t["recipe"], t["pretrain_steps"], t["decoder_noise"]) == ("pretrained", 3000, 0.5)
     r = runner.invoke(app, ["train", "demo", "--out", str(tmp_path / "d"), *TINY])
     assert r.exit_code == 0 and "never trains" not in r.output
+
+
+def test_a_noise_start_under_a_pretraining_recipe_names_the_way_out(tmp_path):
+    # Pretraining trains the encoder as the chain's start, so `--posterior-init noise` under the
+    # pretrained recipe (PTB's default) stops before training with the flags that lift it.
+    r = runner.invoke(app, ["train", "demo", "--recipe", "pretrained", "--posterior-init", "noise",
+                            "--out", str(tmp_path / "r"), *TINY])
+    assert r.exit_code != 0 and "--pretrain-steps 0" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    r = runner.invoke(app, ["train", "demo", "--recipe", "pretrained", "--posterior-init", "noise",
+                            "--pretrain-steps", "0", "--out", str(tmp_path / "n"), *TINY])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["langevin"]["init1"] == "noise"

@@ -240,7 +240,8 @@ class RunConfig:
                              "prior chains >= 0")
         if t.pretrain_steps < 0 or (t.pretrain_steps and lc.init1 != "encoder"):
             raise ValueError("pretrain steps must be >= 0, and pretraining needs the encoder "
-                             "(posterior init 'encoder')")
+                             "(posterior init 'encoder'); PTB's default recipe pretrains, so "
+                             "add --pretrain-steps 0 or --recipe coherent to start from noise")
         if t.time_budget is not None and t.time_budget <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if t.precision not in PRECISIONS:
