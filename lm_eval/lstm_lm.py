@@ -138,15 +138,30 @@ def _sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
 
 
 @torch.no_grad()
+def _sentence_nll(model: LSTMLM, ids: list[list[int]], device, batch_size: int,
+                  max_tokens: int) -> tuple[torch.Tensor, int]:
+    """-log p(x) of each sentence in input order: (N,) float64 nats, and the scored tokens."""
+    model.eval()
+    nll = torch.zeros(len(ids), dtype=torch.float64)
+    tokens = 0
+    for ix in by_length(ids, batch_size, max_tokens):
+        x = frame([ids[j] for j in ix])
+        tokens += int(scored_tokens(x).sum())
+        nll[torch.as_tensor(ix)] = -model.log_prob(x.to(device)).double().cpu()
+    return nll, tokens
+
+
 def _total_nll(model: LSTMLM, ids: list[list[int]], device, batch_size: int,
                max_tokens: int) -> tuple[float, int]:
-    model.eval()
-    nll = torch.zeros((), dtype=torch.float64, device=device)
-    tokens = 0
-    for x in _sorted_batches(ids, batch_size, max_tokens):
-        tokens += int(scored_tokens(x).sum())
-        nll -= model.log_prob(x.to(device)).double().sum()
-    return float(nll), tokens
+    nll, tokens = _sentence_nll(model, ids, device, batch_size, max_tokens)
+    return float(nll.sum()), tokens
+
+
+def sentence_nll(model: LSTMLM, sentences: list[list[str]], vocab: Vocab, device,
+                 batch_size: int = 128, max_tokens: int = 4096) -> torch.Tensor:
+    """-log p(x) in nats of each of `sentences` (token lists, unframed), in their order: (N,)
+    float64. The per-sentence view of evaluate_ppl, for comparisons sentence by sentence."""
+    return _sentence_nll(model, [vocab.encode(s) for s in sentences], device, batch_size, max_tokens)[0]
 
 
 def evaluate_ppl(model: LSTMLM, sentences: list[list[str]], vocab: Vocab, device,

@@ -16,6 +16,7 @@ NLL added to an evaluation that used a random subset).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
-from lm_eval.lstm_lm import LSTMLMConfig
-from lm_eval.perplexity import PPLConfig, SampleFile, perplexities
+from lm_eval.lstm_lm import LSTMLMConfig, sentence_nll
+from lm_eval.perplexity import PPLConfig, SampleFile, forward_lm, perplexities
 from pipeline import demo_checks
 from textebm import diagnostics
 from textebm.api import TextEBM
@@ -145,9 +146,8 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         by_lm = {}
         for lm in lms:
             log(f"FPPL / RPPL under the {lm} judges")
-            ppl_cfg = PPLConfig(lm=lm, order=cfg.order,
-                                lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
-            by_lm[lm] = perplexities(samples, corpus, ppl_cfg, tm.device, progress=progress is not None)
+            by_lm[lm] = perplexities(samples, corpus, _ppl_config(lm, cfg), tm.device,
+                                     progress=progress is not None)
             if lm == lms[0]:  # the first judge's numbers at the top level, as with one
                 res.update(by_lm[lm], empty_samples=cfg.num_samples - by_lm[lm]["samples"])
             if len(lms) > 1:
@@ -168,6 +168,12 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
         if tm.config.train.corpus == "demo":   # a cross-entropy cannot beat the data's entropy
             res["nll"]["grammar_check"] = demo_checks.exact_check(per["nll"], [test[i] for i in pick])
+        if "lstm" in lms:  # the forward LSTM judge on the same sentences, paired
+            log("the forward LSTM judge's NLL of the same sentences")
+            judge = forward_lm(corpus, _ppl_config("lstm", cfg), tm.device, progress=progress is not None)
+            per["judge_lstm_nll"] = sentence_nll(judge.model, [test[i] for i in pick], judge.vocab,
+                                                 tm.device).tolist()
+            res["nll"]["judge_lstm"] = paired_nll(per["nll"], per["judge_lstm_nll"])
         write_json(run_dir / "nll_sentences.json", {"test_index": pick, **per})
         res["nll"]["precision"] = tm.precision  # it may be added later than the other parts
         done("nll")
@@ -191,6 +197,26 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
     if "fppl" in res:
         (run_dir / "eval.md").write_text(table2_markdown(run_dir.name, tm.config.train.corpus, res))
     return res
+
+
+def _ppl_config(lm: str, cfg: EvalConfig) -> PPLConfig:
+    return PPLConfig(lm=lm, order=cfg.order,
+                     lstm=LSTMLMConfig(precision=cfg.precision, max_epochs=cfg.lstm_epochs))
+
+
+def paired_nll(model_nll: list[float], judge_nll: list[float]) -> dict:
+    """The model's NLL against a judge LM's on the same sentences (nats per sentence): both means
+    and the mean difference with its standard error over sentences, which is far smaller than
+    either mean's when the two track each other (long sentences cost both more), so a subset
+    can say which is lower where the means' own errors overlap."""
+    n = len(model_nll)
+    if n != len(judge_nll) or n < 2:
+        raise ValueError("paired_nll needs two equally long lists of at least 2 sentences")
+    d = [m - j for m, j in zip(model_nll, judge_nll)]
+    mean = sum(d) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    return {"judge_nll": sum(judge_nll) / n, "model_nll": sum(model_nll) / n,
+            "model_minus_judge": mean, "model_minus_judge_se": se, "sentences": n}
 
 
 def _kept(path: Path, parts: list[str]) -> dict:
@@ -225,4 +251,9 @@ def table2_markdown(name: str, corpus: str, res: dict) -> str:
     if paper:
         row += (f"| paper (Pang et al. 2020) | {corpus} | {paper[0]} | {paper[1]} | {paper[2]} | "
                 f"{paper[3]} | not reported | ? | ? |\n")
+    j = (res.get("nll") or {}).get("judge_lstm")
+    if j:
+        row += (f"\nNLL of the same {j['sentences']:,} test sentences (nats per sentence): this model "
+                f"{j['model_nll']:.2f}, the forward LSTM judge {j['judge_nll']:.2f}; model minus judge "
+                f"{j['model_minus_judge']:+.2f} ± {j['model_minus_judge_se']:.2f}.\n")
     return head + row

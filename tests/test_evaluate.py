@@ -158,3 +158,43 @@ def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_
     assert "| " in (run / "eval.md").read_text()
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "ppl,gap"])
     assert r.exit_code == 2 and "--parts" in r.output
+
+
+def test_paired_nll_known_values():
+    import pipeline.evaluate as ev
+    got = ev.paired_nll([10.0, 22.0, 31.0], [9.0, 20.0, 30.0])   # differences 1, 2, 1
+    assert got["model_nll"] == pytest.approx(21.0) and got["judge_nll"] == pytest.approx(59 / 3)
+    assert got["model_minus_judge"] == pytest.approx(4 / 3)
+    assert got["model_minus_judge_se"] == pytest.approx((1 / 3) ** 0.5 / 3 ** 0.5)  # sd 0.577, n 3
+    with pytest.raises(ValueError):
+        ev.paired_nll([1.0, 2.0], [1.0])
+
+
+def test_the_nll_part_scores_the_same_sentences_under_the_lstm_judge(tmp_path, monkeypatch, demo):
+    # --parts nll with an LSTM judge: the judge's NLL of exactly the sentences the model's NLL
+    # was estimated on (nll_sentences.json's test_index), paired, beside the model's.
+    import pipeline.evaluate as ev
+    from corpora.registry import load_corpus
+    from lm_eval.lstm_lm import evaluate_ppl
+    from lm_eval.perplexity import forward_lm
+    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for split, n in (("train", 300), ("valid", 60), ("test", 60)):
+        (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
+    corpus = load_corpus(str(folder))
+    cfg = ev.EvalConfig(lm="lstm", lstm_epochs=1, parts="nll", nll_sentences=7, nll_samples=4,
+                        nll_temperatures=3, logz_temperatures=100, diag_sentences=0)
+    res = ev.evaluate_run(load(run), corpus, run, cfg)
+    j = res["nll"]["judge_lstm"]
+    per = json.loads((run / "nll_sentences.json").read_text())
+    picked = [corpus.split("test")[i] for i in per["test_index"]]
+    judge = forward_lm(corpus, ev._ppl_config("lstm", cfg))  # cached by the evaluation
+    alone = evaluate_ppl(judge.model, picked, judge.vocab, "cpu")
+    assert j["sentences"] == len(picked) == 7
+    assert j["judge_nll"] == pytest.approx(alone["nll"] / 7, rel=1e-9)
+    assert j["model_nll"] == pytest.approx(res["nll"]["nll"], rel=1e-9)
+    assert j["model_minus_judge"] == pytest.approx(j["model_nll"] - j["judge_nll"], rel=1e-9)

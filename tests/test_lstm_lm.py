@@ -11,7 +11,7 @@ import torch
 from corpora.batching import frame
 from corpora.vocab import PAD_ID, Vocab
 from lm_eval.lstm_lm import (MODEL, LSTMLM, LSTMLMConfig, _sorted_batches, evaluate_ppl, load_lm,
-                             save_lm, train_lstm_lm)
+                             save_lm, sentence_nll, train_lstm_lm)
 from textebm.checkpoint import CheckpointError
 
 torch.set_num_threads(1)
@@ -196,3 +196,18 @@ def test_bf16_training_learns_the_ring_too(trained, vocab):
     assert low == pytest.approx(full, rel=0.1) and low < 2.5
     with pytest.raises(ValueError, match="precision"):
         LSTMLMConfig(precision="fp16")
+
+
+def test_sentence_nll_is_each_sentence_alone_in_input_order(vocab):
+    # Batched by length (so reordered) and capped in tokens, each value must still be the
+    # sentence's own -log p(x), in the order given, and they must add up to evaluate_ppl's total.
+    sents = random_sentences(vocab, 20, seed=5)
+    torch.manual_seed(0)
+    model = LSTMLM(len(vocab), LSTMLMConfig(embed=8, hidden=8)).eval()
+    words = [vocab.decode(s) for s in sents]
+    got = sentence_nll(model, words, vocab, "cpu", batch_size=4, max_tokens=30)
+    with torch.no_grad():
+        alone = torch.cat([-model.log_prob(frame([s])) for s in sents]).double()
+    assert [len(s) for s in sents] != sorted(len(s) for s in sents)  # the batches do reorder
+    torch.testing.assert_close(got, alone, rtol=0, atol=1e-5)
+    assert float(got.sum()) == pytest.approx(evaluate_ppl(model, words, vocab, "cpu")["nll"], rel=1e-9)
