@@ -94,11 +94,9 @@ def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
         (held["fppl"], held["rppl"], held["samples"])
 
 
-def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
-    # --lm ngram,lstm: one samples.txt, NLL and diagnostics, FPPL/RPPL under each judge; the
-    # top level is the first judge's (as a one-judge eval.json), eval.md has a row per judge.
-    import pipeline.evaluate as ev
-    from corpora.registry import load_corpus
+def _tiny_run_and_small_corpus(tmp_path, monkeypatch, demo):
+    """A 6-step demo run and a 300/60/60-sentence slice of demo as a folder corpus (LSTM judges
+    that train in seconds), with an empty LM cache."""
     monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
@@ -107,6 +105,15 @@ def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
     folder.mkdir()
     for split, n in (("train", 300), ("valid", 60), ("test", 60)):
         (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
+    return run, folder
+
+
+def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
+    # --lm ngram,lstm: one samples.txt, NLL and diagnostics, FPPL/RPPL under each judge; the
+    # top level is the first judge's (as a one-judge eval.json), eval.md has a row per judge.
+    import pipeline.evaluate as ev
+    from corpora.registry import load_corpus
+    run, folder = _tiny_run_and_small_corpus(tmp_path, monkeypatch, demo)
     cfg = ev.EvalConfig(num_samples=80, lm="ngram,lstm", lstm_epochs=1, nll_sentences=-1,
                         diag_sentences=0)
     res = ev.evaluate_run(load(run), load_corpus(str(folder)), run, cfg)
@@ -177,14 +184,7 @@ def test_the_nll_part_scores_the_same_sentences_under_the_lstm_judge(tmp_path, m
     from corpora.registry import load_corpus
     from lm_eval.lstm_lm import evaluate_ppl
     from lm_eval.perplexity import forward_lm
-    monkeypatch.setenv("TEXTEBM_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "run"
-    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
-    assert r.exit_code == 0, r.output
-    folder = tmp_path / "small"
-    folder.mkdir()
-    for split, n in (("train", 300), ("valid", 60), ("test", 60)):
-        (folder / f"{split}.txt").write_text("\n".join(" ".join(s) for s in demo.split(split)[:n]) + "\n")
+    run, folder = _tiny_run_and_small_corpus(tmp_path, monkeypatch, demo)
     corpus = load_corpus(str(folder))
     cfg = ev.EvalConfig(lm="lstm", lstm_epochs=1, parts="nll", nll_sentences=7, nll_samples=4,
                         nll_temperatures=3, logz_temperatures=100, diag_sentences=0)
