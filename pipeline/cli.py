@@ -662,7 +662,9 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
              decode: str = typer.Option("sample", "--decode", help="sample (ancestral) or greedy."),
              lm: str = typer.Option("ngram", "--lm", help="The judge LMs of FPPL/RPPL: ngram "
                                     "(modified Kneser-Ney), lstm, or both as ngram,lstm (one set "
-                                    "of samples, NLL and diagnostics for both)."),
+                                    "of samples, NLL and diagnostics for both). With lstm the NLL "
+                                    "part also scores its sentences under the forward LSTM judge "
+                                    "(paired, eval.json nll.judge_lstm)."),
              order: int = ORDER,
              lstm_epochs: int = typer.Option(30, "--lstm-epochs", help="Most epochs of each LSTM LM "
                                              "judge (it also stops on validation plateaus)."),
