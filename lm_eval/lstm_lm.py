@@ -132,9 +132,10 @@ class LSTMLM(nn.Module):
 # --- evaluation --------------------------------------------------------------------------------
 
 def _sorted_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
-    """Framed batches of similar length, capped in sentences and in target positions."""
+    """(indices into ids, framed batch) of similar length, capped in sentences and in target
+    positions."""
     for ix in by_length(ids, batch_size, max_tokens):
-        yield frame([ids[j] for j in ix])
+        yield ix, frame([ids[j] for j in ix])
 
 
 @torch.no_grad()
@@ -144,8 +145,7 @@ def _sentence_nll(model: LSTMLM, ids: list[list[int]], device, batch_size: int,
     model.eval()
     nll = torch.zeros(len(ids), dtype=torch.float64)
     tokens = 0
-    for ix in by_length(ids, batch_size, max_tokens):
-        x = frame([ids[j] for j in ix])
+    for ix, x in _sorted_batches(ids, batch_size, max_tokens):
         tokens += int(scored_tokens(x).sum())
         nll[torch.as_tensor(ix)] = -model.log_prob(x.to(device)).double().cpu()
     return nll, tokens

@@ -65,7 +65,7 @@ def test_batch_log_prob_equals_one_sentence_at_a_time(vocab):
 def test_evaluation_batches_cover_every_sentence_once_within_their_caps(vocab):
     sents = random_sentences(vocab, 50, seed=3) + [list(range(4, 14)) * 3]  # one of 30 words
     seen = []
-    for x in _sorted_batches(sents, batch_size=8, max_tokens=20):
+    for _, x in _sorted_batches(sents, batch_size=8, max_tokens=20):
         width = x.size(1) - 1
         assert x.size(0) <= 8 and (x.size(0) == 1 or x.size(0) * width <= 20)
         seen += [tuple(int(i) for i in row[1:] if i > 3) for row in x]
