@@ -14,6 +14,7 @@ from corpora import demo
 from corpora.batching import frame
 from textebm.diagnostics import posterior_chains
 from textebm.model import LatentEBM
+from textebm.nll import paired_difference
 
 
 def _probe_accuracy(z_tr, y_tr, z_te, y_te, classes: int, steps: int = 300) -> float:
@@ -122,8 +123,7 @@ def exact_check(nll: list[float], sentences: list[list[str]]) -> dict:
     is at least the data's entropy, so a difference below -2 standard errors is an estimator
     bug (or log Z too low)."""
     exact = -demo.log_probs(sentences)
-    diff = np.asarray(nll) - exact
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.inf
-    return {"exact_nll": float(exact.mean()), "model_minus_exact": float(diff.mean()),
-            "se": se, "below_by_se": float(-diff.mean() / se) if se > 0 else math.inf,
-            "passes": bool(diff.mean() >= -2 * se)}
+    diff, se = paired_difference(nll, exact)
+    return {"exact_nll": float(exact.mean()), "model_minus_exact": diff,
+            "se": se, "below_by_se": -diff / se if se > 0 else math.inf,
+            "passes": diff >= -2 * se}

@@ -16,7 +16,6 @@ NLL added to an evaluation that used a random subset).
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 
 
 from textebm.ais import AISConfig
-from textebm.nll import NLLConfig, importance_nll
+from textebm.nll import NLLConfig, importance_nll, paired_difference
 from lm_eval.lstm_lm import LSTMLMConfig, sentence_nll
 from lm_eval.perplexity import PPLConfig, SampleFile, forward_lm, perplexities
 from pipeline import demo_checks
@@ -206,17 +205,14 @@ def _ppl_config(lm: str, cfg: EvalConfig) -> PPLConfig:
 
 def paired_nll(model_nll: list[float], judge_nll: list[float]) -> dict:
     """The model's NLL against a judge LM's on the same sentences (nats per sentence): both means
-    and the mean difference with its standard error over sentences, which is far smaller than
-    either mean's when the two track each other (long sentences cost both more), so a subset
-    can say which is lower where the means' own errors overlap."""
+    and the paired difference with its standard error (textebm.nll.paired_difference), which can
+    say which is lower on a subset where the means' own errors overlap."""
     n = len(model_nll)
     if n != len(judge_nll) or n < 2:
         raise ValueError("paired_nll needs two equally long lists of at least 2 sentences")
-    d = [m - j for m, j in zip(model_nll, judge_nll)]
-    mean = sum(d) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    diff, se = paired_difference(model_nll, judge_nll)
     return {"judge_nll": sum(judge_nll) / n, "model_nll": sum(model_nll) / n,
-            "model_minus_judge": mean, "model_minus_judge_se": se, "sentences": n}
+            "model_minus_judge": diff, "model_minus_judge_se": se, "sentences": n}
 
 
 def _kept(path: Path, parts: list[str]) -> dict:

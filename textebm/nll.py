@@ -267,6 +267,15 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
             "estimator": ESTIMATOR, "settings": settings}
 
 
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of a - b over the same sentences (sequences of NLLs, nats) and its standard error
+    sd(a - b) / sqrt(n) (inf for one sentence): far smaller than either mean's own when the two
+    track each other, as two models' NLLs of the same sentences do."""
+    d = torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)
+    se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    return float(d.mean()), se
+
+
 def _joined(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     keys = ("log_p", "se", "ess", "floor")
     if not parts:
