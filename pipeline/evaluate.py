@@ -154,7 +154,8 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
             done(f"ppl_{lm}")
     if "nll" in parts and cfg.nll_sentences >= 0:
         pick = nll_subset(len(test), cfg.nll_sentences, cfg.seed)
-        ids = tm.encode([test[i] for i in pick]).ids  # the run's tokenizer: words, or spm pieces
+        picked = [test[i] for i in pick]
+        ids = tm.encode(picked).ids  # the run's tokenizer: words, or spm pieces
         tick = progress("importance-weighted NLL", len(ids)) if progress else None
         nll_cfg = NLLConfig(samples=cfg.nll_samples, temperatures=cfg.nll_temperatures, seed=cfg.seed,
                             ais=AISConfig(temperatures=cfg.logz_temperatures, seed=cfg.seed))
@@ -166,12 +167,11 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         res["nll"]["of_test"] = ("all" if len(pick) == len(test) else
                                  f"random {len(pick)} of {len(test)} (seed {cfg.seed})")
         if tm.config.train.corpus == "demo":   # a cross-entropy cannot beat the data's entropy
-            res["nll"]["grammar_check"] = demo_checks.exact_check(per["nll"], [test[i] for i in pick])
+            res["nll"]["grammar_check"] = demo_checks.exact_check(per["nll"], picked)
         if "lstm" in lms:  # the forward LSTM judge on the same sentences, paired
             log("the forward LSTM judge's NLL of the same sentences")
             judge = forward_lm(corpus, _ppl_config("lstm", cfg), tm.device, progress=progress is not None)
-            per["judge_lstm_nll"] = sentence_nll(judge.model, [test[i] for i in pick], judge.vocab,
-                                                 tm.device).tolist()
+            per["judge_lstm_nll"] = sentence_nll(judge.model, picked, judge.vocab, tm.device).tolist()
             res["nll"]["judge_lstm"] = paired_nll(per["nll"], per["judge_lstm_nll"])
         write_json(run_dir / "nll_sentences.json", {"test_index": pick, **per})
         res["nll"]["precision"] = tm.precision  # it may be added later than the other parts
