@@ -90,17 +90,25 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _corpus(d: Path, cfg: dict) -> str:
+    """The corpus a row belongs to: the run's named corpus, or for a run on a text file (SNLI's
+    test file split 18/1/1, say) the corpus its result folder is filed under (results/snli/...)."""
+    name = cfg["train"]["corpus"]
+    return d.parent.name if name not in PAPER_TABLE2 and d.parent.name in PAPER_TABLE2 else name
+
+
 def table(folders: list[Path]) -> str:
-    """Markdown in the layout of paper Table 2: real data, the paper's row, then one row per
-    folder and judge LM, with the budget each run had."""
+    """Markdown in the layout of paper Table 2, one block per corpus (in the order given): real
+    data (the paper's, then under each of our judges), the paper's row, then one row per folder
+    and judge LM, with the budget each run had."""
     head = ("| model | judge LM | FPPL | RPPL | NLL (± SE) | latent gap (nats/token) | "
             "iterations | sentences seen | training time |\n|---|---|---|---|---|---|---|---|---|\n")
-    real, runs, corpora = {}, [], set()
+    blocks: dict[str, dict] = {}
     for d in map(Path, folders):
         ev = json.loads((d / "eval.json").read_text())
         cfg = json.loads((d / "config.json").read_text())
         summ = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
-        corpora.add(cfg["train"]["corpus"])
+        block = blocks.setdefault(_corpus(d, cfg), {"real": {}, "runs": []})
         nll = ev.get("nll")
         nll_s = f"{nll['nll']:.2f} ± {nll['nll_se']:.2f}" if nll else "–"
         if nll and nll.get("of_test", "all") != "all":
@@ -110,19 +118,21 @@ def table(folders: list[Path]) -> str:
         budget = (f"{_fmt(summ.get('step'), ',')} | {_fmt(summ.get('sentences_seen'), ',')} | "
                   f"{'–' if secs is None else f'{secs / 3600:.2f} h'}")
         for lm, r in ev.get("by_lm", {ev["lm"]: ev}).items():
-            real.setdefault(lm, r["real_fppl"])  # the same judge on the same test split
-            runs.append(f"| ours, {cfg['prior']['kind']} prior ({d.name}) | {lm} | {r['fppl']:.2f} | "
-                        f"{r['rppl']:.2f} | {nll_s} | {gap} | {budget} |\n")
+            block["real"].setdefault(lm, r["real_fppl"])  # the same judge on the same test split
+            block["runs"].append(f"| ours, {cfg['prior']['kind']} prior ({d.name}) | {lm} | "
+                                 f"{r['fppl']:.2f} | {r['rppl']:.2f} | {nll_s} | {gap} | {budget} |\n")
     rows = []
-    for c in sorted(corpora & set(PAPER_TABLE2)):
-        p = PAPER_TABLE2[c]
-        rows.append(f"| real data, {c} (paper) | ? | {p[0]} | – | – | – | – | – | – |\n")
-    rows += [f"| real data (ours) | {lm} | {v:.2f} | – | – | – | – | – | – |\n" for lm, v in real.items()]
-    for c in sorted(corpora & set(PAPER_TABLE2)):
-        p = PAPER_TABLE2[c]
-        rows.append(f"| paper: latent EBM prior, {c} (Pang et al. 2020) | ? | {p[1]} | {p[2]} | "
-                    f"{p[3]} | not reported | ~40,000 | – | – |\n")
-    return head + "".join(rows) + "".join(runs)
+    for c, block in blocks.items():
+        p = PAPER_TABLE2.get(c)
+        if p:
+            rows.append(f"| real data, {c} (paper) | ? | {p[0]} | – | – | – | – | – | – |\n")
+        rows += [f"| real data, {c} (ours) | {lm} | {v:.2f} | – | – | – | – | – | – |\n"
+                 for lm, v in block["real"].items()]
+        if p:
+            rows.append(f"| paper: latent EBM prior, {c} (Pang et al. 2020) | ? | {p[1]} | {p[2]} | "
+                        f"{p[3]} | not reported | ~40,000 | – | – |\n")
+        rows += block["runs"]
+    return head + "".join(rows)
 
 
 def main() -> None:
