@@ -94,7 +94,9 @@ class Corpus:
         that folder's name, and its files by name, never the absolute path of the machine that
         read them."""
         kind, _, where = self.source.partition(": ")
-        return {"name": self.name, "source": f"{kind}: {Path(where).name}" if where else kind,
+        where, paren, how = where.partition(" (")   # "file: PATH (split 18/1/1 ...)"
+        return {"name": self.name,
+                "source": f"{kind}: {Path(where).name}{paren}{how}" if where else kind,
                 "train_split": self.train_split, "max_len": self.max_len, "on_long": self.on_long,
                 "files": {k: Path(v).name for k, v in self.files.items()}}
 

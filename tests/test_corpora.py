@@ -331,3 +331,7 @@ def test_describe_records_no_absolute_path(tmp_path):
     d = load_corpus(str(tmp_path / "mine")).describe()
     text = json.dumps(d)
     assert str(tmp_path) not in text and d["files"]["train"] == "train.txt"
+    # A single file keeps its name and how it was split (the note once swallowed the name).
+    (tmp_path / "notes.txt").write_text("".join(f"w{i} x\n" for i in range(40)))
+    d = load_corpus(str(tmp_path / "notes.txt")).describe()
+    assert d["source"] == "file: notes.txt (split 18/1/1 by sentence number)"
