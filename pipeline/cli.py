@@ -707,7 +707,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", hel
                      diag_sentences=diag_sentences, noise=noise, sampler=sampler, seed=seed,
                      precision=precision or "fp32",
                      parts=parts)
-    cfg.lms(), cfg.part_list()  # a bad --lm or --parts fails here, before anything is loaded
+    cfg.check()  # a bad --lm, --parts or --nll-samples fails here, before anything is loaded
     run_dir = resolve(checkpoint)
     tm = _open_run(run_dir, device, precision, compile, last_weights)
     t = tm.config.train

@@ -69,6 +69,15 @@ class EvalConfig:
     def part_list(self) -> list[str]:
         return _names(self.parts, PARTS, "--parts")
 
+    def check(self) -> None:
+        """Raise ValueError for a bad option now, not after the parts before it have run (the
+        NLL's log Z alone takes minutes)."""
+        self.lms()
+        chains = NLLConfig.chains
+        if "nll" in self.part_list() and self.nll_sentences >= 0 and self.nll_samples % chains:
+            raise ValueError(f"--nll-samples must be a multiple of the {chains} chains that start "
+                             f"each sentence's AIS, got {self.nll_samples}")
+
 
 def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
