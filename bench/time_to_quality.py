@@ -5,7 +5,8 @@
 
 A setting is `default` (`textebm train ptb --recipe encoder`, the default recipe when the first
 rows were measured), a recipe's name (`coherent`, the default since) or the name of a TOML file in
-bench/time_to_quality/ (sections on top of the `encoder` recipe). Every setting trains in its own
+bench/time_to_quality/ (sections on top of the `encoder` recipe), with an optional `:bf16` or
+`:fp32` tail for its precision (`pretrained:bf16`). Every setting trains in its own
 process on one thread, all at once (one core each, so they share the machine's conditions), in
 chunks: `textebm train ptb --time-budget P` and then `--resume` to P = every, 2 x every, ...,
 budget minutes of training (the run's own clock, summed over resumes; validation is off, so the
@@ -14,7 +15,8 @@ clock counts training alone). After each chunk the process measures a point:
   chain, and the latent gap (the same at z ~ N(0, I) minus it), as the trainer logs them;
 - fppl5, rppl5: FPPL and RPPL of --samples prior samples under the 5-gram judges
   (`textebm evaluate --parts ppl --lm ngram`).
-One JSON line per point, printed and kept in RUN/ttq.jsonl. A point already there is not measured
+One JSON line per point (with the CPU's name: times from different CPUs are not compared),
+printed and kept in RUN/ttq.jsonl. A point already there is not measured
 again and a run resumes where it stopped, so an interrupted bench continues with the same command.
 At the end every run's points go to --results, with a plot (.png) and a table (.md) beside it.
 """
@@ -39,6 +41,22 @@ def train_args(setting: str) -> list[str]:
         return setting_flags(setting, HERE)
     except ValueError as e:
         sys.exit(str(e))
+
+
+def run_dir(a, setting: str) -> Path:
+    return Path(a.out) / f"{setting.replace(':', '-')}-s{a.seed}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name: runs on different CPUs are not compared by time (bf16 units differ)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
 
 
 def points(run: Path) -> list[dict]:
@@ -66,7 +84,7 @@ def measure(run: Path, setting: str, minutes: float, a) -> dict:
         shown = [next(f).strip() for _ in range(3)]
     return {"bench": "time_to_quality", "setting": setting, "seed": a.seed, "budget_min": minutes,
             "train_minutes": round(summary["train_seconds"] / 60, 2), "step": summary["step"],
-            "threads": torch.get_num_threads(), "precision": cfg.precision_used,
+            "threads": torch.get_num_threads(), "precision": cfg.precision_used, "cpu": cpu_name(),
             "val_nll_tok": d["nll_tok_posterior_z"], "val_gap": d["gap_nats_tok"],
             "active_units": d["active_units"], "fppl5": ev["fppl"], "rppl5": ev["rppl"],
             "real_fppl5": ev["real_fppl"], "samples": ev["samples"],
@@ -75,7 +93,7 @@ def measure(run: Path, setting: str, minutes: float, a) -> dict:
 
 def worker(setting: str, a) -> None:
     """Train `setting` chunk by chunk to a.budget minutes, measuring a point after each chunk."""
-    run = Path(a.out) / f"{setting}-s{a.seed}"
+    run = run_dir(a, setting)
     done = {p["budget_min"] for p in points(run)}
     minutes = a.every
     while minutes <= a.budget + 1e-9:
@@ -150,7 +168,7 @@ def main() -> None:
     procs = [subprocess.Popen([sys.executable, "-m", "bench.time_to_quality", "--worker", s,
                                *sys.argv[1:]], env=env) for s in settings]
     codes = [p.wait() for p in procs]
-    rows = [r for s in settings for r in points(Path(a.out) / f"{s}-s{a.seed}")]
+    rows = [r for s in settings for r in points(run_dir(a, s))]
     if rows:
         Path(a.results).parent.mkdir(parents=True, exist_ok=True)
         Path(a.results).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -73,10 +73,16 @@ class EvalConfig:
         """Raise ValueError for a bad option now, not after the parts before it have run (the
         NLL's log Z alone takes minutes)."""
         self.lms()
-        chains = NLLConfig.chains
-        if "nll" in self.part_list() and self.nll_sentences >= 0 and self.nll_samples % chains:
-            raise ValueError(f"--nll-samples must be a multiple of the {chains} chains that start "
-                             f"each sentence's AIS, got {self.nll_samples}")
+        if "nll" in self.part_list() and self.nll_sentences >= 0:
+            try:
+                self.nll_config()
+            except ValueError as e:
+                raise ValueError(f"--nll-samples: {e}") from None
+
+    def nll_config(self) -> NLLConfig:
+        """The importance-weighted NLL's settings (NLLConfig checks them when built)."""
+        return NLLConfig(samples=self.nll_samples, temperatures=self.nll_temperatures, seed=self.seed,
+                         ais=AISConfig(temperatures=self.logz_temperatures, seed=self.seed))
 
 
 def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
@@ -166,8 +172,7 @@ def evaluate_run(tm: TextEBM, corpus, run_dir: Path, cfg: EvalConfig = EvalConfi
         picked = [test[i] for i in pick]
         ids = tm.encode(picked).ids  # the run's tokenizer: words, or spm pieces
         tick = progress("importance-weighted NLL", len(ids)) if progress else None
-        nll_cfg = NLLConfig(samples=cfg.nll_samples, temperatures=cfg.nll_temperatures, seed=cfg.seed,
-                            ais=AISConfig(temperatures=cfg.logz_temperatures, seed=cfg.seed))
+        nll_cfg = cfg.nll_config()
         log(f"log Z by AIS ({cfg.logz_temperatures:,} temperatures), then the NLL of "
             f"{len(ids):,} test sentences")
         res["nll"] = importance_nll(tm.model, ids, nll_cfg, progress=tick,

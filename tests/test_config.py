@@ -97,6 +97,11 @@ def test_study_settings_name_the_recipe_their_rows_measured():
     assert setting_flags("gp1n8", levers) == ["--recipe", "encoder", "--config", str(levers / "gp1n8.toml")]
     with pytest.raises(ValueError, match="nope"):
         setting_flags("nope", levers)
+    # A precision tail measures precision as a lever on any setting, and only a known one.
+    assert setting_flags("pretrained:bf16", levers) == ["--recipe", "pretrained", "--precision", "bf16"]
+    assert setting_flags("gp1n8:fp32", levers)[-2:] == ["--precision", "fp32"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        setting_flags("coherent:fp16", levers)
 
 
 def test_ptb_defaults_to_the_setting_the_time_to_quality_bench_chose():

@@ -131,7 +131,7 @@ def test_both_judges_share_one_set_of_samples(tmp_path, monkeypatch, demo):
     with pytest.raises(ValueError, match="--lm"):
         ev.EvalConfig(lm="ngram,gpt").lms()
     # Checked before any part runs: the NLL's importance samples are shared out over 4 chains.
-    with pytest.raises(ValueError, match="--nll-samples must be a multiple of the 4"):
+    with pytest.raises(ValueError, match="--nll-samples: importance samples must be a positive multiple of the 4"):
         ev.EvalConfig(nll_samples=5).check()
     ev.EvalConfig(nll_samples=5, parts="ppl").check()   # no NLL: no constraint
 

@@ -217,3 +217,16 @@ def test_per_sentence_results_come_back_in_input_order():
     res = importance_nll(m, sents, NLLConfig(samples=40, seed=3, batch_size=1, **FAST))
     got = torch.tensor(res["per_sentence"]["nll"], dtype=torch.float64)
     assert torch.allclose(got, -exact.double(), atol=0.05), (got, -exact)
+
+
+def test_nll_config_shares_its_importance_samples_evenly_over_the_chains():
+    # The M AIS chains are split over the C starts of each sentence: a config that cannot be
+    # split fails when it is built, before any log Z is computed.
+    for bad in (dict(samples=6), dict(samples=0), dict(chains=3, samples=20)):
+        with pytest.raises(ValueError, match="positive multiple"):
+            NLLConfig(**bad)
+    assert NLLConfig(chains=3, samples=21).samples == 21
+    # log_marginals refuses starts with another number of chains than its config splits over.
+    with pytest.raises(ValueError, match="chains per sentence"):
+        log_marginals(lambda z: z.pow(2).sum(-1), lambda z: z.pow(2).sum(-1),
+                      torch.zeros(2, 3, 4), 0.0, NLLConfig(), torch.Generator())

@@ -343,15 +343,23 @@ def default_recipe(corpus: str) -> str:
 def setting_flags(setting: str, toml_dir: Path) -> list[str]:
     """`textebm train` flags for a study's or bench's setting: `default` is the `encoder` recipe
     (the default when the studies' first rows were measured, which say `default`), a recipe's name
-    runs that recipe, and any other name is TOML_DIR/<name>.toml on top of `encoder`."""
-    if setting == "default":
-        return ["--recipe", "encoder"]
-    if setting in RECIPES:
-        return ["--recipe", setting]
-    toml = Path(toml_dir) / f"{setting}.toml"
+    runs that recipe, and any other name is TOML_DIR/<name>.toml on top of `encoder`. A `:bf16`
+    or `:fp32` tail sets the precision (`pretrained:bf16`), so a precision is measured as a lever
+    on one setting without a second file that repeats it."""
+    name, _, precision = setting.partition(":")
+    tail = []
+    if precision:
+        if precision not in PRECISIONS:
+            raise ValueError(f"setting {setting!r}: precision must be one of {', '.join(PRECISIONS)}")
+        tail = ["--precision", precision]
+    if name == "default":
+        return ["--recipe", "encoder", *tail]
+    if name in RECIPES:
+        return ["--recipe", name, *tail]
+    toml = Path(toml_dir) / f"{name}.toml"
     if not toml.exists():
-        raise ValueError(f"unknown setting {setting!r}: no {toml}")
-    return ["--recipe", "encoder", "--config", str(toml)]
+        raise ValueError(f"unknown setting {name!r}: no {toml}")
+    return ["--recipe", "encoder", "--config", str(toml), *tail]
 
 
 def build_config(corpus: str, recipe_name: str | None = None, toml: dict | None = None,

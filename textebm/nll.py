@@ -70,6 +70,13 @@ class NLLConfig:
     max_logits: int = MAX_LOGITS  # cap on rows x positions x vocabulary of one decoder call
     seed: int = 0
 
+    def __post_init__(self):
+        # The M AIS chains are split evenly over the C starts, so M must be a multiple of C: say
+        # so when the config is built, not after log Z's minutes of AIS.
+        if self.samples < 1 or self.samples % self.chains:
+            raise ValueError(f"importance samples must be a positive multiple of the {self.chains} "
+                             f"chains that start each sentence's AIS, got {self.samples}")
+
 
 # Per-sentence pieces of the target, both on z: (B, K, D) -> (B, K): U0(z) = E(z) + ||z||^2/2
 # (the prior energy, without log Z) and -log p(x_b|z).
@@ -114,9 +121,9 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     by log Z; starts: (B, C, D). Returns (B,) tensors: log_p, se (the importance estimate's
     delta-method standard error), ess, and floor (min found of nll_x; inf without floor_steps)."""
     B, C, D = starts.shape
-    M = cfg.samples
-    if M % C:
-        raise ValueError(f"importance samples ({M}) must be a multiple of the chains ({C})")
+    M = cfg.samples   # a multiple of C: NLLConfig checks it
+    if C != cfg.chains:
+        raise ValueError(f"starts has {C} chains per sentence, the config {cfg.chains}")
 
     def u1(z):
         return u0(z) + nll_x(z)
