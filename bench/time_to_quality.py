@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.precision import cpu_name
 from textebm.config import setting_flags
 
 HERE = Path(__file__).resolve().parent / "time_to_quality"
@@ -45,18 +46,6 @@ def train_args(setting: str) -> list[str]:
 
 def run_dir(a, setting: str) -> Path:
     return Path(a.out) / f"{setting.replace(':', '-')}-s{a.seed}"
-
-
-def cpu_name() -> str:
-    """The CPU's model name: runs on different CPUs are not compared by time (bf16 units differ)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 def points(run: Path) -> list[dict]:

@@ -41,7 +41,7 @@ from corpora.batching import Batches, frame, scored_tokens
 from corpora.preprocess import read_sentences
 from corpora.vocab import PAD_ID, Vocab
 from textebm.config import build_config, override, parse_settings
-from common.precision import DTYPES, resolve
+from common.precision import DTYPES, cpu_name, resolve
 from textebm.model import build_model
 from textebm.train import make_optimizers, train_step
 
@@ -164,7 +164,7 @@ def main() -> None:
                 tokens[m] += int(scored_tokens(x).sum())
     common = {"bench": "train_step", "sizes_of": a.sizes_of, "posterior": a.posterior, "batches": a.batches,
               "batch_size": a.batch_size,
-              "iters": a.iters, "threads": torch.get_num_threads(), "device": a.device,
+              "iters": a.iters, "threads": torch.get_num_threads(), "device": a.device, "cpu": cpu_name(),
               "vocab": len(vocab)}
     tps = {}
     for m in modes:

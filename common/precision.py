@@ -21,6 +21,19 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MIN_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in calibration for `auto` to pick it
 
 
+def cpu_name() -> str:
+    """The CPU's model name, recorded in timing rows: bf16 speed (and so `auto`'s pick and any
+    time-to-quality) differs between CPUs, so rows from different CPUs are not compared by time."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def _calibrate(device: torch.device, reps: int = 3) -> float:
     """fp32 time / bf16 time of a (1024 x 512) x (512 x 8192) product on `device`, through the
     output softmax's own kernel (oneDNN on CPU), the one bf16 would speed up."""
