@@ -89,11 +89,11 @@ def topic_probes(model: LatentEBM, vocab, seed: int = 0,
     # existed, so that it stays comparable with earlier measurements.
     one = posterior_chains(model, ids, 1, seed, read=True).squeeze(1)
     many = posterior_chains(model, ids, chains, seed + 1, read=True)
-    init = None
-    if model.encoder is not None:
-        with torch.no_grad():
-            init = probe(torch.cat([model.encoder(frame(ids[i:i + 256]).to(model.device))
-                                    for i in range(0, len(ids), 256)]))
+    # The posterior's amortized code g(x) without the chain, where it has one.
+    with torch.no_grad():
+        codes = [model.posterior.code(frame(ids[i:i + 256]).to(model.device))
+                 for i in range(0, len(ids), 256)]
+    init = probe(torch.cat(codes)) if all(c is not None for c in codes) else None
     bayes = float(np.mean([demo.topic_posterior(t).argmax() == k for k, t in labelled[n_tr:]]))
     return {"topic_probe_acc": probe(one), "topic_probe_mean_acc": probe(many.mean(1)),
             "topic_probe_init_acc": init, "topic_bayes_acc": bayes, "probe_chains": chains,

@@ -27,7 +27,7 @@ from corpora.batching import frame
 from corpora.registry import load_corpus
 from textebm.api import load
 from textebm.model import LatentEBM
-from textebm.train import prior_loss
+from textebm.prior import contrastive_loss
 
 
 def posterior_bank(model: LatentEBM, ids: list[list[int]], batch: int = 256) -> torch.Tensor:
@@ -46,7 +46,7 @@ def refit_prior(model: LatentEBM, bank: torch.Tensor, updates: int, lr: float, b
     for u in range(updates):
         z_pos = bank[torch.randint(len(bank), (batch,), generator=gen, device=bank.device)]
         z_neg = model.sample_prior(batch, generator=gen)[0].detach()
-        loss, e_pos, e_neg = prior_loss(model, z_pos, z_neg, train_cfg.energy_reg)
+        loss, e_pos, e_neg = contrastive_loss(model.energy, z_pos, z_neg, train_cfg.energy_reg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if train_cfg.clip_prior:
@@ -73,8 +73,8 @@ def main() -> None:
         raise SystemExit(f"--settings takes UPDATES:LR pairs, got {a.settings!r}") from None
     for run in map(Path, a.runs):
         probe = load(run)
-        if probe.model.prior is None:
-            raise SystemExit(f"{run}: a Gaussian-prior run has no EBM to refit")
+        if not list(probe.model.prior.parameters()):
+            raise SystemExit(f"{run}: its {probe.model.prior.kind} prior has no weights to refit")
         t = probe.config.train
         corpus = load_corpus(t.corpus, data_dir=a.data_dir, max_len=t.max_len, on_long=t.on_long,
                              train_split=t.train_split)

@@ -11,6 +11,7 @@ from textebm.config import DecoderConfig, LangevinConfig, PriorConfig
 from pipeline.demo_checks import _probe_accuracy, grammar_checks
 from textebm.diagnostics import active_units, latent_use, mutual_information, posterior_chains
 from textebm.model import LatentEBM
+from textebm.posterior import build_posterior
 
 
 def test_mutual_information_spans_zero_to_log_n():
@@ -102,8 +103,8 @@ def test_topic_probe_readings_line_up_sentence_by_sentence():
     assert r["z_within_var"] < 1e-12 < r["z_between_var"]
     assert r["topic_probe_mean_acc"] == r["topic_probe_acc"]
     assert r["topic_probe_init_acc"] is not None and 0 <= r["topic_probe_init_acc"] <= 1
-    m.encoder = None
-    m.langevin_cfg.init1 = "noise"
+    m.langevin_cfg.init1 = "noise"   # the same model read with a posterior that has no g(x)
+    m.posterior = build_posterior(m.langevin_cfg, None, len(vocab), 4)
     r = topic_probes(m, vocab, seed=0, probe_sentences=(300, 200), chains=3)
     assert r["topic_probe_init_acc"] is None and r["z_within_var"] > 1e-3
 

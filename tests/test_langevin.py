@@ -112,11 +112,11 @@ def test_compiled_prior_chain_follows_the_eager_chain():
         m.prior.net[-1].weight.mul_(5.0)  # a prior far from N(0, I), so the gradient matters
     eager = [m.sample_prior(n, generator=torch.Generator().manual_seed(3), noise=c)[0]
              for n, c in ((6, 1.0), (6, 0.0), (11, 0.9))]
-    m.compile_prior = True
+    m.prior.compile = True
     compiled = [m.sample_prior(n, generator=torch.Generator().manual_seed(3), noise=c)[0]
                 for n, c in ((6, 1.0), (6, 0.0), (11, 0.9))]
-    if m._compiled_prior.failed:
-        pytest.skip(f"torch.compile unavailable here: {m._compiled_prior.failed}")
+    if m.prior._compiled.failed:
+        pytest.skip(f"torch.compile unavailable here: {m.prior._compiled.failed}")
     z0 = init_z(6, 4, generator=torch.Generator().manual_seed(3))
     assert (eager[0] - z0).norm() > 1.0  # the chain moved
     for a, b in zip(eager, compiled):
@@ -129,7 +129,7 @@ def test_compiled_prior_chain_follows_the_eager_chain():
     with torch.no_grad():
         m.prior.net[0].weight.mul_(-1.5)
     after = m.sample_prior(6, generator=torch.Generator().manual_seed(3))[0]
-    m.compile_prior = False
+    m.prior.compile = False
     want = m.sample_prior(6, generator=torch.Generator().manual_seed(3))[0]
     assert not torch.allclose(want, eager[0], atol=1e-2) and torch.allclose(after, want, atol=1e-5)
     with torch.no_grad():

@@ -95,7 +95,7 @@ def test_infer_uses_the_runs_posterior_settings_and_starts_from_the_encoder():
                   hidden=8, latent_dim=4), lc, EncoderConfig(embed=8, hidden=8))
     x = frame([[4, 5, 6], [7, 8]])
     with torch.no_grad():
-        guess = m.encoder(x)
+        guess = m.posterior.code(x)
     z_start, _ = m.infer(x, steps=0)
     assert torch.equal(z_start, guess)              # the chain starts at the amortized guess
     a, _ = m.infer(x, generator=torch.Generator().manual_seed(0))
@@ -121,7 +121,7 @@ def test_reading_chain_is_its_own_schedule_and_noise_and_the_api_reads_with_it()
                   hidden=8, latent_dim=4, dropout=0.0), lc, EncoderConfig(embed=8, hidden=8)).eval()
     x = frame([[4, 5, 6], [7, 8]])
     with torch.no_grad():
-        start = m.encoder(x)
+        start = m.posterior.code(x)
     want, _ = langevin(lambda z: m.posterior_energy(z, x), start, 3, [0.3, 0.1], noise=0.0)
     read_a, _ = m.infer(x, read=True, generator=torch.Generator().manual_seed(0))
     read_b, _ = m.infer(x, read=True, generator=torch.Generator().manual_seed(1))
@@ -227,21 +227,21 @@ def fitted_base_model(d=4, seed=0):
     cov = a @ a.T / d + 0.2 * torch.eye(d, dtype=torch.float64)
     codes = torch.distributions.MultivariateNormal(mean, cov)
     for _ in range(3000):  # the moving moments of many batches of codes
-        m.update_base(codes.sample((64,)), 0.99)
+        m.prior.observe(codes.sample((64,)))
     return m, mean, cov
 
 
 def test_fitted_base_follows_the_codes_and_normalises_the_prior():
     m, mean, cov = fitted_base_model()
-    assert torch.allclose(m.base_mean, mean, atol=0.15)
-    assert torch.allclose(m.base_chol @ m.base_chol.T, cov, atol=0.25)
+    assert torch.allclose(m.prior.base_mean, mean, atol=0.15)
+    assert torch.allclose(m.prior.base_chol @ m.prior.base_chol.T, cov, atol=0.25)
     # With a flat tilt the prior is N(mu, L L^T) itself: U0 is its -log density (up to the
     # (2 pi)^(d/2) every prior energy leaves out), so log_joint needs no other constant.
     with torch.no_grad():
         m.prior.net[-1].weight.zero_()
         m.prior.net[-1].bias.zero_()
         z = torch.randn(50, 4, dtype=torch.float64) * 3
-        base = torch.distributions.MultivariateNormal(m.base_mean, scale_tril=m.base_chol)
+        base = torch.distributions.MultivariateNormal(m.prior.base_mean, scale_tril=m.prior.base_chol)
         assert torch.allclose(-m.prior_energy(z) - 2 * torch.log(torch.tensor(2 * torch.pi)),
                               base.log_prob(z), atol=1e-9)
         assert torch.allclose(m.to_u(m.to_z(z)), z, atol=1e-9)
@@ -258,8 +258,8 @@ def test_fitted_base_chain_samples_the_base_and_log_z_of_a_flat_tilt_is_zero():
     z, _ = m.sample_prior(4000, generator=gen, noise=1.0)
     # The chain runs on whitened coordinates, so its samples take the base's mean and
     # covariance (Langevin at s = 0.4 on N(0, I) settles at variance 1 / (1 - s^2/4) = 1.04).
-    assert torch.allclose(z.mean(0), m.base_mean, atol=0.1)
+    assert torch.allclose(z.mean(0), m.prior.base_mean, atol=0.1)
     cov = torch.cov(z.T)
-    assert torch.allclose(cov, 1.04 * m.base_chol @ m.base_chol.T, atol=0.15 * cov.diagonal().max())
+    assert torch.allclose(cov, 1.04 * m.prior.base_chol @ m.prior.base_chol.T, atol=0.15 * cov.diagonal().max())
     r = partition(m, AISConfig(temperatures=20, runs=2, chains=50, pilot_chains=20), 1000)
     assert r["log_z"] == pytest.approx(0.0, abs=1e-9) and r["plain_mc"]["log_z"] == pytest.approx(0.0, abs=1e-9)

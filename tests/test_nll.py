@@ -95,7 +95,7 @@ def model_1d(kind="ebm"):
                   DecoderConfig(vocab_size=8, embed=4, hidden=6, latent_dim=1, dropout=0.0),
                   LangevinConfig(k0=20, s0=0.4, k1=30, s1=0.2)).double()
     with torch.no_grad():
-        if m.prior is not None:  # a clearly non-Gaussian prior: bimodal tilt
+        if not m.prior.exact:  # a clearly non-Gaussian prior: bimodal tilt
             m.prior.net[-1].weight.mul_(4.0)
         m.decoder.z_to_h.weight.mul_(20.0)  # make p(x|z) depend strongly on z
     return m.eval()

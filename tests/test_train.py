@@ -154,7 +154,7 @@ def test_posterior_start_options_resume_bit_identically(demo, tmp_path, init1):
         moved = (a["bank"] != start).any(1).sum().item()
         assert a["bank"].shape == (len(demo.train), 32) and moved == 6 * 16
     else:
-        assert any(k.startswith("encoder.") for k in a["model"])
+        assert any(k.startswith("posterior.encoder.") for k in a["model"])
         assert torch.equal(a["optimizers"]["encoder"]["state"][0]["exp_avg"],
                            b["optimizers"]["encoder"]["state"][0]["exp_avg"])
 
@@ -172,10 +172,10 @@ def test_amortized_initializer_is_regressed_onto_the_chain_end_point(demo):
     opts = train_mod.make_optimizers(model, c)
     x = frame([vocab.encode(s) for s in demo.train[:16]])
     with torch.no_grad():
-        before = model.encoder(x)
+        before = model.posterior.code(x)
     m, z_pos = train_mod.train_step(model, x, opts, c)
     with torch.no_grad():
-        after = model.encoder(x)
+        after = model.posterior.code(x)
     assert m["init_err"] == pytest.approx((before - z_pos).pow(2).sum(-1).mean().item(), rel=1e-5)
     assert (after - z_pos).pow(2).sum(-1).mean() < 0.9 * (before - z_pos).pow(2).sum(-1).mean()
 
@@ -344,7 +344,7 @@ def test_pretraining_is_an_autoencoder_step_on_the_joint_then_algorithm_1(demo, 
         twin.train()
         t_opts = train_mod.make_optimizers(twin, cfg1)
         torch.manual_seed(3)
-        g = twin.encoder(x)
+        g = twin.posterior.code(x)
         read = g + sigma * torch.randn_like(g) if sigma else g
         loss = (-twin.decoder.log_prob(x, read) + 0.5 * g.pow(2).sum(-1)).mean()
         for o in t_opts.values():

@@ -164,8 +164,8 @@ def prior_coherence(model: LatentEBM, sents: list[list[int]], seed: int = 0,
     - log Z by AIS against plain Monte Carlo (`log_z_ais_minus_plain`: about 0 when N(0, I)
       covers the prior's mass). `log_z`: a `nll.partition` result (with `plain_mc`) to reuse
       instead of estimating both again (evaluate passes the NLL's).
-    Empty for the Gaussian prior (E = 0)."""
-    if model.prior is None:
+    Empty for an exact prior (normalised, drawn exactly: the fixed N(0, I))."""
+    if model.prior.exact:
         return {}
     model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)

@@ -200,8 +200,8 @@ def partition(model: LatentEBM, ais: AISConfig, plain_mc_draws: int = 200_000, s
     """log Z of the run's prior: AIS (`log_z`, the value used, with its runs, spread, ESS) and
     plain Monte Carlo beside it (`plain_mc`; skipped at 0 draws). The Gaussian prior's log Z is
     exactly 0. Shared by the NLL and the coherence diagnostics."""
-    if model.prior is None:
-        return {"log_z": 0.0, "estimator": "exact (N(0, I) prior)"}
+    if model.prior.exact:
+        return {"log_z": 0.0, "estimator": f"exact ({model.prior.kind} prior is normalised)"}
     with frozen(model):
         # On the whitened coordinates (model.tilt): from N(0, I) there, for either base.
         res = ais_log_z(model.tilt, model.latent_dim, ais, model.device, model.dtype)

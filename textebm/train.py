@@ -43,7 +43,7 @@ from textebm.diagnostics import LIGHT_COHERENCE, latent_use, prior_coherence
 from textebm.ema import EMA_KEY, ema_init, ema_update
 from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
 from textebm.langevin import init_z
-from textebm.model import LatentEBM, build_model
+from textebm.model import LatentEBM, build_model, upgrade_state_dict
 from common.precision import resolve
 
 
@@ -60,10 +60,12 @@ def make_optimizers(model: LatentEBM, cfg: RunConfig) -> dict[str, torch.optim.O
     t, lr = cfg.train, base_lrs(cfg)
     betas = (t.beta1, t.beta2)
     opts = {"decoder": torch.optim.Adam(model.decoder.parameters(), lr=lr["decoder"], betas=betas)}
-    if model.prior is not None:
+    # A prior or posterior without parameters (the fixed N(0, I); Langevin from noise) has no
+    # optimizer. The posterior's keeps its old name, "encoder", so old checkpoints resume.
+    if list(model.prior.parameters()):
         opts["prior"] = torch.optim.Adam(model.prior.parameters(), lr=lr["prior"], betas=betas)
-    if model.encoder is not None:
-        opts["encoder"] = torch.optim.Adam(model.encoder.parameters(), lr=lr["encoder"])
+    if list(model.posterior.parameters()):
+        opts["encoder"] = torch.optim.Adam(model.posterior.parameters(), lr=lr["encoder"])
     return opts
 
 
@@ -77,8 +79,8 @@ def set_lrs(opts: dict, step: int, cfg: RunConfig) -> None:
             g["lr"] = base[k] * frac
 
 
-def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: float | None,
-            sync=None) -> None:
+def apply_gradients(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list,
+                    clip: float | None, sync=None) -> None:
     """One optimizer step on `loss`; `sync(params)` combines gradients over ranks first."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -87,29 +89,6 @@ def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, clip: 
     if clip:
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
-
-
-def prior_loss(model: LatentEBM, z_pos: torch.Tensor, z_neg: torch.Tensor, energy_reg: float,
-               grad_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step 4's loss, mean E(z+) - mean E(z-) (+ energy_reg x the mean squared energies,
-    + grad_penalty x the mean squared slopes |dE/dz|^2 at both), and the two mean energies.
-    z_pos: (B, D), z_neg: (M, D)."""
-    if grad_penalty:
-        z_pos, z_neg = z_pos.detach().requires_grad_(True), z_neg.detach().requires_grad_(True)
-    en_pos, en_neg = model.energy(z_pos), model.energy(z_neg)
-    e_pos, e_neg = en_pos.mean(), en_neg.mean()
-    loss = e_pos - e_neg
-    if energy_reg:
-        # Without it, when the prior chain cannot reach where z+ lies, E+ - E- falls without
-        # bound and the energies blow up (measured: |E| ~ 1e6 within 700 steps at lr 1e-3).
-        loss = loss + energy_reg * (en_pos.pow(2).mean() + en_neg.pow(2).mean())
-    if grad_penalty:
-        # A steep energy digs wells narrower than a Langevin step, which the prior chain steps
-        # over and so never lifts (docs/coherence.md); a bounded slope keeps them reachable.
-        g_pos, g_neg = torch.autograd.grad(en_pos.sum() + en_neg.sum(), (z_pos, z_neg),
-                                           create_graph=True)
-        loss = loss + grad_penalty * (g_pos.pow(2).sum(-1).mean() + g_neg.pow(2).sum(-1).mean())
-    return loss, e_pos, e_neg
 
 
 class PersistentPrior:
@@ -123,8 +102,13 @@ class PersistentPrior:
         self.bank, self.reinit = bank, reinit
 
     def draw(self, model: LatentEBM, n: int) -> torch.Tensor:
-        """n chains, advanced K0 steps and written back. -> z-: (n, D)"""
-        rows = torch.randint(0, self.bank.size(0), (n,), device=self.bank.device)
+        """n distinct chains (n <= the bank's size), advanced K0 steps and written back: distinct,
+        so that no row is written twice (on CUDA the surviving write would be arbitrary).
+        -> z-: (n, D)"""
+        if n > self.bank.size(0):
+            raise ValueError(f"{n} prior chains per update but a persistent bank of "
+                             f"{self.bank.size(0)}: raise langevin.prior_buffer")
+        rows = torch.randperm(self.bank.size(0), device=self.bank.device)[:n]
         z0 = self.bank[rows]
         fresh = torch.rand(n, device=z0.device) < self.reinit
         # A restart is a draw from the base the chain starts from (N(0, I) unless fitted).
@@ -149,8 +133,8 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     `prior_bank`: the prior chains continue persistent ones instead of starting from N(0, I).
     Returns floats for logging and z+: (B, D)."""
     tc = cfg.train
-    # The Gaussian prior learns nothing, but its z- are still drawn (and logged), as they always
-    # were: the random stream, and so a Gaussian run, stays what it was before prior_start.
+    # Every prior's z- are drawn (and logged), also where it learns nothing from them (the fixed
+    # N(0, I), drawn exactly): the random stream, and so a run, is the same for every prior.
     n_neg = tc.prior_chains or x.size(0)
 
     def negatives() -> torch.Tensor:
@@ -162,23 +146,24 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     model.train()
     log_px = model.decoder.log_prob(x, smear(z_pos, tc.decoder_noise))
     loss_dec = -log_px.mean()
-    _update(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder, sync)
+    apply_gradients(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder,
+                    sync)
     # Logged values stay on the device until one transfer at the end (one host sync per step).
     logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
-    for i in range(tc.prior_updates if learn_prior and model.prior is not None else 0):
+    for i in range(tc.prior_updates if learn_prior and "prior" in opts else 0):
         if i:  # each further update of the same z+ against a fresh prior chain
             z_neg = negatives()
-        loss_prior, e_pos, e_neg = prior_loss(model, z_pos, z_neg, tc.energy_reg, tc.grad_penalty)
-        _update(opts["prior"], loss_prior, list(model.prior.parameters()), tc.clip_prior, sync)
-        if not i:  # the energies logged are those of the iteration's first prior update
-            logs.update(e_pos=e_pos.detach(), e_neg=e_neg.detach(),
-                        e_pos_minus_neg=(e_pos - e_neg).detach())
-    if learn_prior and model.fitted_base:
-        model.update_base(z_pos, cfg.prior.base_decay)
-    if model.encoder is not None:
-        loss_enc = (model.encoder(x) - z_pos).pow(2).sum(-1).mean()
-        _update(opts["encoder"], loss_enc, list(model.encoder.parameters()), None, sync)
-        logs["init_err"] = loss_enc.detach()
+        loss_prior, prior_logs = model.prior.loss(z_pos, z_neg, tc)
+        apply_gradients(opts["prior"], loss_prior, list(model.prior.parameters()), tc.clip_prior,
+                        sync)
+        if not i:  # what is logged is the iteration's first prior update
+            logs.update({k: v.detach() for k, v in prior_logs.items()})
+    if learn_prior:
+        model.prior.observe(z_pos)
+    loss_post = model.posterior.loss(x, z_pos)
+    if loss_post is not None:
+        apply_gradients(opts["encoder"], loss_post, list(model.posterior.parameters()), None, sync)
+        logs["init_err"] = loss_post.detach()
     logs["z_pos_norm"] = z_pos.norm(dim=-1).mean()
     if z_neg is not None:
         logs["z_neg_norm"] = z_neg.norm(dim=-1).mean()
@@ -197,10 +182,13 @@ def pretrain_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     The EBM is not trained and no prior chain runs. Returns floats for logging and z: (B, D)."""
     tc = cfg.train
     model.train()
-    z = model.encoder(x)
+    z = model.posterior.code(x)
+    if z is None:
+        raise ValueError(f"pretraining needs an amortized code; posterior {cfg.langevin.init1!r} "
+                         f"has none")
     log_px = model.decoder.log_prob(x, smear(z, tc.decoder_noise))
     loss = (-log_px + 0.5 * z.pow(2).sum(-1)).mean()
-    dec, enc = list(model.decoder.parameters()), list(model.encoder.parameters())
+    dec, enc = list(model.decoder.parameters()), list(model.posterior.parameters())
     for o in (opts["decoder"], opts["encoder"]):
         o.zero_grad(set_to_none=True)
     loss.backward()
@@ -211,8 +199,7 @@ def pretrain_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
     opts["decoder"].step()
     opts["encoder"].step()
     z = z.detach()
-    if model.fitted_base:
-        model.update_base(z, cfg.prior.base_decay)
+    model.prior.observe(z)
     logs = {"loss_dec": -log_px.detach().mean(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum(),
             "z_pos_norm": z.norm(dim=-1).mean(), "pretrain": torch.ones(())}
     return dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist())), z
@@ -343,7 +330,7 @@ def start_run(cfg: RunConfig, corpus: Corpus, setup: TrainSetup) -> Run:
             bank = init_z(len(train_ids), model.latent_dim, setup.device, gen, model.dtype)
     extra = {"bank": bank} if bank is not None else {}
     prior_bank = None
-    if cfg.langevin.prior_buffer and model.prior is not None:
+    if cfg.langevin.prior_buffer and not model.prior.exact:
         if setup.resume and "prior_bank" in payload:
             z = payload["prior_bank"].to(setup.device)
         else:
@@ -353,7 +340,8 @@ def start_run(cfg: RunConfig, corpus: Corpus, setup: TrainSetup) -> Run:
         extra["prior_bank"] = z
     # The weight average (train.ema) is saved beside the weights; a resume continues it.
     if t.ema:
-        extra[EMA_KEY] = payload[EMA_KEY] if setup.resume and EMA_KEY in payload else ema_init(model)
+        extra[EMA_KEY] = (upgrade_state_dict(payload[EMA_KEY]) if setup.resume and EMA_KEY in payload
+                          else ema_init(model))
     return Run(cfg, vocab, tokenizer, train_ids, valid_ids, model, opts, step, seconds_before,
                extra, bank, prior_bank)
 
@@ -371,6 +359,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     budget_s = math.inf if t.time_budget is None else 60 * t.time_budget
 
     batches = Batches(train_ids, t.batch_size, seed=t.seed)
+    scored_lengths = np.array([len(s) + 1 for s in train_ids])  # words and </s>, per sentence
     # The model as `textebm sample` sees it: validation samples are drawn the same way.
     view = TextEBM(model, run.vocab, cfg, out)
     # Rank 0 alone writes; metrics.jsonl is line-buffered, so it is readable live. A resume first
@@ -429,7 +418,7 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             step += 1
             if t.ema:
                 ema_update(extra[EMA_KEY], model, t.ema, step)
-            ntok = int(scored_tokens(x).sum())
+            ntok = int(scored_lengths[mine].sum())  # from the host: no device sync
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
                            tok_s=tokens_seen / max(time.time() - t0, 1e-9), seconds=seconds())
@@ -491,7 +480,7 @@ def _tensorboard_eval(tb, view: TextEBM, ev: dict, seed: int) -> None:
     step = ev["step"]
     scalars(tb, "valid", ev, step, [k for k in ev if k not in ("step", "kind", "samples")])
     samples_text(tb, "samples", ev["samples"], step)
-    if view.model.prior is not None:
+    if not view.model.prior.exact:
         s = view.sample_chains(16, profile=True, seed=seed, sampler="chain")
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_energy_profile(s.profile, Path(tmp) / "profile.png")
