@@ -107,3 +107,57 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
     # Rank 0 alone wrote the run folder: one metrics line per step plus the validation.
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 201
+
+
+class _FakeCuda:
+    """torch.cuda and torch.distributed as a node of `count` GPUs would show them to one rank."""
+
+    def __init__(self, monkeypatch, count=2):
+        self.calls = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: self.calls.append(("set_device", d)))
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "init_process_group",
+                            lambda backend, **kw: self.calls.append(("init", backend, kw)))
+        monkeypatch.setattr(dist, "get_rank", lambda: 1)
+        monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+
+
+def test_each_rank_computes_on_the_gpu_its_local_rank_names(monkeypatch):
+    # Every rank on cuda:0 was an NCCL failure ("duplicate GPU"): the rank's device is
+    # cuda:LOCAL_RANK, made current before the process group starts, and returned.
+    from textebm import distributed
+    from textebm.device import pick_device
+    fake = _FakeCuda(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    dev = pick_device("cuda")
+    assert dev == torch.device("cuda", 1) and fake.calls == [("set_device", 1)]
+    fake.calls.clear()
+    ranks = distributed.init(torch.device("cuda"))       # the CLI's device, before or after pick
+    assert ranks.device == torch.device("cuda", 1) and (ranks.rank, ranks.world) == (1, 2)
+    assert fake.calls[0] == ("set_device", 1)
+    assert fake.calls[1] == ("init", "nccl", {"device_id": torch.device("cuda", 1)})
+    assert distributed.init(dev).device == torch.device("cuda", 1)
+
+
+def test_a_local_rank_without_its_gpu_or_a_cpu_run_is_told_apart(monkeypatch):
+    from textebm import distributed
+    from textebm.device import pick_device
+    fake = _FakeCuda(monkeypatch, count=2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(ValueError, match="LOCAL_RANK=3.*2 CUDA device"):
+        pick_device("cuda")
+    # gloo on CPU: no CUDA call, the device unchanged.
+    ranks = distributed.init(torch.device("cpu"))
+    assert ranks.device == torch.device("cpu")
+    assert fake.calls == [("init", "gloo", {})]
+    # One process without torchrun: nothing is set, the device comes back as given.
+    for k in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k)
+    fake.calls.clear()
+    assert distributed.init(torch.device("cuda")) == distributed.Ranks(0, 1, torch.device("cuda"))
+    assert fake.calls == []

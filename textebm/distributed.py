@@ -9,6 +9,10 @@ optimizer step, so every rank applies the same update to the same weights: the g
 the loss of the whole global batch. Rank 0 alone writes the run folder, metrics, checkpoints
 and validations. Backend: gloo on CPU, nccl on CUDA. Without torchrun (WORLD_SIZE unset or 1)
 everything here is a no-op.
+
+Each process computes on its own GPU, `cuda:LOCAL_RANK` (textebm.device.rank_device): `init`
+returns it as `Ranks.device` and makes it the current CUDA device before the process group
+starts, so that NCCL's communicator, `barrier` and `broadcast_object` use the rank's GPU.
 """
 from __future__ import annotations
 
@@ -18,12 +22,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from textebm.device import rank_device
+
 
 @dataclass(frozen=True)
 class Ranks:
-    """Where this process stands: rank r of `world` processes."""
+    """Where this process stands: rank r of `world` processes, computing on `device` (None: not
+    given, as in a Ranks made by hand)."""
     rank: int = 0
     world: int = 1
+    device: torch.device | None = None
 
     @property
     def main(self) -> bool:
@@ -35,12 +43,21 @@ class Ranks:
 
 
 def init(device: torch.device) -> Ranks:
-    """Join the process group torchrun describes in the environment (no-op without it)."""
+    """Join the process group torchrun describes in the environment (no-op without it).
+
+    Returns this process's place and the device it computes on (`Ranks.device`): for CUDA under
+    torchrun `cuda:LOCAL_RANK`, already made the current device; otherwise `device` itself."""
+    device = rank_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Ranks()
+        return Ranks(device=device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size())
+        if device.type == "cuda":
+            # device_id binds the communicator to the rank's GPU (no guessing from the current
+            # device in barrier()).
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), device)
 
 
 def close() -> None:
