@@ -242,9 +242,11 @@ def _rng_state(device) -> dict:
 
 
 def _set_rng_state(st: dict, device) -> None:
-    torch.set_rng_state(st["cpu"])
+    # The training state is loaded with map_location=device, which puts these ByteTensors on the
+    # GPU too; both setters take a CPU ByteTensor.
+    torch.set_rng_state(st["cpu"].cpu())
     if "cuda" in st and torch.device(device).type == "cuda":
-        torch.cuda.set_rng_state(st["cuda"], device)
+        torch.cuda.set_rng_state(st["cuda"].cpu(), device)
 
 
 def _clone_state(model: nn.Module) -> dict:

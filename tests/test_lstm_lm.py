@@ -211,3 +211,45 @@ def test_sentence_nll_is_each_sentence_alone_in_input_order(vocab):
     assert [len(s) for s in sents] != sorted(len(s) for s in sents)  # the batches do reorder
     torch.testing.assert_close(got, alone, rtol=0, atol=1e-5)
     assert float(got.sum()) == pytest.approx(evaluate_ppl(model, words, vocab, "cpu")["nll"], rel=1e-9)
+
+
+class _MappedToCuda(torch.Tensor):
+    """A tensor as torch.load(map_location="cuda") hands it back, on a machine without CUDA: it
+    says it is on the GPU; `.cpu()` gives the plain CPU tensor."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(torch.Tensor).clone()
+
+
+def test_a_resume_whose_rng_state_was_mapped_to_the_gpu_restores_it_from_the_host(vocab, tmp_path,
+                                                                                  monkeypatch):
+    # On CUDA the training state is loaded with map_location=device, so the saved RNG states come
+    # back as CUDA tensors; torch.set_rng_state takes a CPU ByteTensor (a resume crashed there).
+    import lm_eval.lstm_lm as lstm_lm
+    cfg = LSTMLMConfig(embed=8, hidden=16, dropout=0.3, batch_size=16, max_epochs=2, seed=5)
+    train, valid = ring_corpus(64, 6), ring_corpus(12, 7)
+    full, _ = train_lstm_lm(train, valid, vocab, cfg, progress=False)
+    train_lstm_lm(train, valid, vocab, LSTMLMConfig(**{**cfg.to_dict(), "max_epochs": 1}),
+                  progress=False, ckpt_dir=tmp_path)
+    real_load, real_set = lstm_lm.load_tensors, torch.set_rng_state
+    seen = []
+
+    def load_mapped(path, map_location="cpu", what=""):
+        payload = real_load(path, map_location, what)
+        payload["rng"] = {k: v.as_subclass(_MappedToCuda) for k, v in payload["rng"].items()}
+        return payload
+
+    def set_rng_state(state):
+        seen.append((type(state), state.device.type, state.dtype))
+        real_set(state)
+
+    monkeypatch.setattr(lstm_lm, "load_tensors", load_mapped)
+    monkeypatch.setattr(torch, "set_rng_state", set_rng_state)
+    resumed, _ = train_lstm_lm(train, valid, vocab, cfg, progress=False, ckpt_dir=tmp_path)
+    assert seen == [(torch.Tensor, "cpu", torch.uint8)]
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
