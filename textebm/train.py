@@ -91,6 +91,22 @@ def apply_gradients(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list
     opt.step()
 
 
+def joint_step(model: LatentEBM, opts: dict, loss: torch.Tensor, clip: float | None,
+               sync=None) -> None:
+    """One step of decoder and posterior together on `loss` (the decoder's gradient clipped):
+    the autoencoder pretraining and the amortized posterior's ELBO."""
+    dec, enc = list(model.decoder.parameters()), list(model.posterior.parameters())
+    for o in (opts["decoder"], opts["encoder"]):
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync is not None:
+        sync(dec + enc)
+    if clip:
+        torch.nn.utils.clip_grad_norm_(dec, clip)
+    opts["decoder"].step()
+    opts["encoder"].step()
+
+
 class PersistentPrior:
     """Persistent prior chains (langevin.prior_buffer > 0): a bank of z- chains. Each EBM update
     draws n of them at random, restarts a `prior_reinit` share from N(0, I), runs the prior chain
@@ -141,15 +157,20 @@ def train_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
         return model.sample_prior(n_neg)[0] if prior_bank is None else prior_bank.draw(model, n_neg)
 
     z_neg = negatives() if learn_prior else None
-    z_pos, _ = model.infer(x, z0=z0)
+    z_pos, post_loss, post_logs = model.posterior.train_codes(model, x, z0)
 
     model.train()
     log_px = model.decoder.log_prob(x, smear(z_pos, tc.decoder_noise))
     loss_dec = -log_px.mean()
-    apply_gradients(opts["decoder"], loss_dec, list(model.decoder.parameters()), tc.clip_decoder,
-                    sync)
+    if post_loss is None:   # z+ from a chain: the decoder learns alone
+        apply_gradients(opts["decoder"], loss_dec, list(model.decoder.parameters()),
+                        tc.clip_decoder, sync)
+    else:                   # reparameterized codes: decoder and posterior learn in one step
+        joint_step(model, opts, loss_dec + post_loss, tc.clip_decoder, sync)
+        z_pos = z_pos.detach()
     # Logged values stay on the device until one transfer at the end (one host sync per step).
-    logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum()}
+    logs = {"loss_dec": loss_dec.detach(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum(),
+            **post_logs}
     for i in range(tc.prior_updates if learn_prior and "prior" in opts else 0):
         if i:  # each further update of the same z+ against a fresh prior chain
             z_neg = negatives()
@@ -188,16 +209,7 @@ def pretrain_step(model: LatentEBM, x: torch.Tensor, opts: dict, cfg: RunConfig,
                          f"has none")
     log_px = model.decoder.log_prob(x, smear(z, tc.decoder_noise))
     loss = (-log_px + 0.5 * z.pow(2).sum(-1)).mean()
-    dec, enc = list(model.decoder.parameters()), list(model.posterior.parameters())
-    for o in (opts["decoder"], opts["encoder"]):
-        o.zero_grad(set_to_none=True)
-    loss.backward()
-    if sync is not None:
-        sync(dec + enc)
-    if tc.clip_decoder:
-        torch.nn.utils.clip_grad_norm_(dec, tc.clip_decoder)
-    opts["decoder"].step()
-    opts["encoder"].step()
+    joint_step(model, opts, loss, tc.clip_decoder, sync)
     z = z.detach()
     model.prior.observe(z)
     logs = {"loss_dec": -log_px.detach().mean(), "nll_tok": -log_px.detach().sum() / scored_tokens(x).sum(),

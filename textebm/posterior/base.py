@@ -43,6 +43,17 @@ class Posterior(nn.Module):
         # and dtype of the codes, which a posterior without parameters cannot read elsewhere.
         self.register_buffer("_like", torch.zeros(0), persistent=False)
 
+    # True: `train_codes` returns codes with their gradient and a loss, and the posterior's
+    # weights learn in one step with the decoder's (amortized q); False: a chain's codes.
+    reparameterized = False
+
+    def train_codes(self, model, x: torch.Tensor, z0: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """The codes an iteration of training learns at for x: (B, T), from z0 if given (a
+        persistent chain), the posterior's part of the decoder's loss (None: none) and tensors
+        to log. By default the training chain's end point z+ (Algorithm 1, step 2)."""
+        return self.infer(model, x, z0=z0)[0], None, {}
+
     def start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Where a chain for x starts when no warm start is given. x: (B, T) -> (B, D)."""
         raise NotImplementedError
