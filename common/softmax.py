@@ -15,6 +15,13 @@ rather than `linear` + `cross_entropy` because:
   - `dtype` sets the precision of the two big matmuls (bf16 for --precision bf16) while the
     normaliser log-sum-exp, the returned log-probs and the weight gradients stay fp32.
 In a Langevin chain the weights are frozen (`model.frozen`), so the backward forms dh only.
+
+Which positions are scored: on a host (`compacts(device)`, CPU) the states at real targets are
+picked out with a boolean mask, so padding costs nothing; on a GPU that would make the host wait
+for the device at every call (a boolean index has a data-dependent size, and the host must read
+it before it can allocate: 4 syncs per call, 44 per training iteration), so there every position
+is scored at a fixed shape and padding is masked out of the sums (`sentence_log_probs`). The two
+agree to float rounding (tests/test_softmax.py); the CPU path is the one that always ran.
 """
 from __future__ import annotations
 
@@ -24,6 +31,18 @@ import torch
 import torch.nn.functional as F
 
 from corpora.vocab import PAD_ID
+
+# Device types on which data-dependent shapes (boolean-mask compaction, batches that shrink as
+# sentences end) are used: there they cost no host-device synchronisation. Everywhere else the
+# fixed-shape paths run. Shared by the decoder and the encoder (textebm); tests empty it to run
+# the fixed-shape paths on CPU.
+COMPACT_DEVICES = {"cpu"}
+
+
+def compacts(device: torch.device | str) -> bool:
+    """Whether code on `device` picks rows with data-dependent shapes (True on CPU) or keeps fixed
+    shapes that never make the host wait for the device (CUDA)."""
+    return torch.device(device).type in COMPACT_DEVICES
 
 
 def _onednn_ok(t: torch.Tensor) -> bool:
@@ -97,13 +116,30 @@ def sentence_log_probs(states: torch.Tensor, x: torch.Tensor, proj: torch.nn.Lin
     targets (words and `</s>`; never `<s>` or padding).
 
     states: (B, T-1, H), the state before each target of the framed x: (B, T); `dropout` then
-    `proj` map the states to logits, only at the N real targets (padding costs nothing). -> (B,).
+    `proj` map the states to logits, only at the N real targets where `compacts(x.device)`
+    (padding costs nothing), else at every position, padding masked out of each sum. -> (B,).
     """
     tgt = x[:, 1:]
     mask = tgt != PAD_ID
+    if not compacts(x.device):
+        return _fixed_shape(states, tgt, mask, proj, dropout, dtype)
     h = states[mask]
     if dropout is not None:
         h = dropout(h)
     tok_lp = target_log_probs(h, proj, tgt[mask], dtype)
     rows = torch.arange(x.size(0), device=x.device).unsqueeze(1).expand_as(mask)[mask]
     return torch.zeros(x.size(0), dtype=tok_lp.dtype, device=x.device).index_add_(0, rows, tok_lp)
+
+
+def _fixed_shape(states: torch.Tensor, tgt: torch.Tensor, mask: torch.Tensor, proj: torch.nn.Linear,
+                 dropout: torch.nn.Module | None, dtype: torch.dtype) -> torch.Tensor:
+    """`sentence_log_probs` with no data-dependent shape: every one of the B x (T-1) positions
+    is scored (a padding position against target PAD_ID, a valid row of the softmax), then
+    zeroed out of its sentence's sum, which is a plain reduction (deterministic on CUDA, where
+    index_add_ adds in a varying order). Padding gets a zero gradient. -> (B,)"""
+    B, L = mask.shape
+    h = states.reshape(B * L, states.size(-1))
+    if dropout is not None:
+        h = dropout(h)
+    tok_lp = target_log_probs(h, proj, tgt.reshape(B * L), dtype).view(B, L)
+    return torch.where(mask, tok_lp, tok_lp.new_zeros(())).sum(1)

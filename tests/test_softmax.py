@@ -72,3 +72,27 @@ def test_sentence_log_probs_skip_padding():
     wide_states = torch.cat([states, torch.randn(2, 3, 5)], 1)
     torch.testing.assert_close(sentence_log_probs(states, x, proj),
                                sentence_log_probs(wide_states, wide, proj))
+
+
+def test_the_fixed_shape_path_a_gpu_runs_gives_the_compact_paths_numbers(monkeypatch):
+    # On CUDA the real targets are not picked out with a boolean mask (the host would wait for
+    # the device at every call); every position is scored and padding is masked out of the sums.
+    from common import softmax
+    g = torch.Generator().manual_seed(3)
+    x = frame([[4, 5, 6, 7, 8], [9], [10, 11], []])
+    for dtype in (torch.float32, torch.float64):
+        proj = torch.nn.Linear(6, 13).to(dtype)
+        states = torch.randn(4, x.size(1) - 1, 6, generator=g, dtype=dtype)
+        out = {}
+        for path, devices in (("compact", {"cpu"}), ("fixed", set())):
+            monkeypatch.setattr(softmax, "COMPACT_DEVICES", devices)
+            assert softmax.compacts(x.device) == (path == "compact")
+            s = states.clone().requires_grad_(True)
+            proj.zero_grad()
+            lp = sentence_log_probs(s, x, proj, torch.nn.Dropout(0.0))
+            lp.square().sum().backward()
+            out[path] = (lp.detach(), s.grad, proj.weight.grad.clone(), proj.bias.grad.clone())
+        tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        for a, b in zip(out["compact"], out["fixed"]):
+            torch.testing.assert_close(a, b, **tol)
+        assert out["fixed"][1][1, 2:].abs().max() == 0   # padding (after 9 </s>): no gradient
