@@ -14,7 +14,7 @@ from torch import nn
 from corpora.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textebm.config import DecoderConfig
 from common.precision import autocast
-from common.softmax import sentence_log_probs
+from common.softmax import compacts, sentence_log_probs
 
 MAX_LOGITS = 2**24  # rows x positions x vocabulary of one scoring call: 64 MB of fp32 logits
 
@@ -66,10 +66,14 @@ class LSTMDecoder(nn.Module):
         """Decode one sentence per z, all in parallel. z: (B, D) -> ids (B, L) ending in `</s>`
         (or cut at max_len), `<pad>` after it. Ancestral sampling unless `greedy`.
 
-        Finished sentences leave the batch, so the work per step shrinks as sentences end.
+        Finished sentences leave the batch, so the work per step shrinks as sentences end; on a
+        GPU (not common.softmax.compacts) that would make the host wait for the device at every
+        token, and there `_generate_fixed` keeps the batch whole instead.
         Sampling inverts the CDF (cumsum + searchsorted): exact, and far faster on CPU than
         torch.multinomial over a 10k vocabulary.
         """
+        if not compacts(z.device):
+            return self._generate_fixed(z, max_len, greedy, temperature, generator)
         B = z.size(0)
         h, c = self._init_state(z)
         out = torch.full((B, max_len), PAD_ID, dtype=torch.long, device=z.device)
@@ -77,15 +81,7 @@ class LSTMDecoder(nn.Module):
         tok = torch.full((B,), BOS_ID, dtype=torch.long, device=z.device)
         zin, t = z, 0
         for t in range(max_len):
-            with autocast(z.device.type, self.compute_dtype):
-                o, (h, c) = self.lstm(torch.cat([self.embed(tok), zin], -1).unsqueeze(1), (h, c))
-                logits = self.proj(o[:, 0]).float()
-            if greedy:
-                tok = logits.argmax(-1)
-            else:
-                cdf = torch.softmax(logits / temperature, -1).cumsum(-1)
-                u = torch.rand(cdf.size(0), 1, generator=generator, device=z.device, dtype=cdf.dtype)
-                tok = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=cdf.size(1) - 1)
+            tok, (h, c) = self._next(tok, zin, (h, c), greedy, temperature, generator)
             out[active, t] = tok
             going = tok != EOS_ID
             if not bool(going.all()):
@@ -94,3 +90,41 @@ class LSTMDecoder(nn.Module):
                 if active.numel() == 0:
                     break
         return out[:, : t + 1]
+
+    def _next(self, tok: torch.Tensor, zin: torch.Tensor, state, greedy: bool, temperature: float,
+              generator: torch.Generator | None):
+        """One decoding step for the rows of tok: (n,) given z: (n, D). -> next tokens, state."""
+        with autocast(zin.device.type, self.compute_dtype):
+            o, state = self.lstm(torch.cat([self.embed(tok), zin], -1).unsqueeze(1), state)
+            logits = self.proj(o[:, 0]).float()
+        if greedy:
+            return logits.argmax(-1), state
+        cdf = torch.softmax(logits / temperature, -1).cumsum(-1)
+        u = torch.rand(cdf.size(0), 1, generator=generator, device=zin.device, dtype=cdf.dtype)
+        return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=cdf.size(1) - 1), state
+
+    # Tokens between two checks of whether every sentence has ended (one host sync each).
+    CHECK_EVERY = 8
+
+    @torch.no_grad()
+    def _generate_fixed(self, z: torch.Tensor, max_len: int, greedy: bool, temperature: float,
+                        generator: torch.Generator | None) -> torch.Tensor:
+        """`generate` without data-dependent shapes: every row steps until all have ended
+        (checked every CHECK_EVERY tokens), a finished row writing `<pad>`; one more host read at
+        the end cuts the width to the longest sentence, as `generate` returns it. The same law
+        of sentences; not the same draws (a finished row still draws its uniform)."""
+        B = z.size(0)
+        state = self._init_state(z)
+        out = torch.full((B, max_len), PAD_ID, dtype=torch.long, device=z.device)
+        tok = torch.full((B,), BOS_ID, dtype=torch.long, device=z.device)
+        done = torch.zeros(B, dtype=torch.bool, device=z.device)
+        length = torch.zeros(B, dtype=torch.long, device=z.device)   # tokens written, </s> included
+        for t in range(max_len):
+            tok, state = self._next(tok, z, state, greedy, temperature, generator)
+            tok = tok.masked_fill(done, PAD_ID)
+            out[:, t] = tok
+            length += ~done
+            done = done | (tok == EOS_ID)
+            if (t + 1) % self.CHECK_EVERY == 0 and bool(done.all()):
+                break
+        return out[:, : max(int(length.max()), 1)] if B else out   # (0, max_len), as generate
