@@ -60,9 +60,16 @@ def anneal(u_init: Fn, u_target: Fn, z: torch.Tensor, betas: torch.Tensor,
            target_accept: float = 0.65) -> tuple[torch.Tensor, torch.Tensor, float]:
     """AIS chains z: (G, n, D), drawn from p_init ∝ exp(-u_init) (normalised), to exp(-u_target).
     `steps`: (G, T) frozen step sizes, or None to tune them as the chains go (the pilot).
-    Returns log weights (G, n) float64, the step sizes used (G, T), the mean acceptance."""
+    Returns log weights (G, n) float64, the step sizes used (G, T) float64 on the CPU, the mean
+    acceptance.
+
+    The step sizes and the acceptance tally stay on z's device until the end: nothing per
+    temperature is read back by the host (on a GPU each read would stall the loop, 2 per
+    temperature: 160,000 for a 40,000-temperature log Z), and the arithmetic is the same as
+    tallying on the host."""
     G, n, D = z.shape
     T = len(betas) - 1
+    bs = betas.tolist()   # Python floats, as float(betas[t]) gives them
 
     def parts(v):  # u_init, u_target and their gradients at v: (G, n, D)
         ui, gi = energy_and_grad(lambda x: u_init(x.view(G, n, D)).reshape(-1), v.reshape(-1, D))
@@ -71,15 +78,16 @@ def anneal(u_init: Fn, u_target: Fn, z: torch.Tensor, betas: torch.Tensor,
 
     ui, gi, ut, gt = parts(z)
     log_w = torch.zeros(G, n, dtype=torch.float64, device=z.device)
-    used = torch.empty(G, T, dtype=torch.float64)
+    used = torch.empty(G, T, dtype=torch.float64, device=z.device)
     s = torch.full((G, 1, 1), step_size, dtype=z.dtype, device=z.device)
-    accepted = 0.0
+    frozen = None if steps is None else steps.to(device=z.device, dtype=z.dtype)   # (G, T)
+    accepted = torch.zeros((), dtype=torch.float64, device=z.device)
     for t in range(1, T + 1):
-        b, b_prev = float(betas[t]), float(betas[t - 1])
+        b, b_prev = bs[t], bs[t - 1]
         log_w += (b - b_prev) * (ui - ut).double()        # pi_b / pi_b' at the current state
-        if steps is not None:
-            s = steps[:, t - 1].to(z.dtype).view(G, 1, 1).to(z.device)
-        used[:, t - 1] = s.view(G).double().cpu()
+        if frozen is not None:
+            s = frozen[:, t - 1].view(G, 1, 1)
+        used[:, t - 1] = s.view(G)
         u, g = (1 - b) * ui + b * ut, (1 - b) * gi + b * gt
         prop = propose(z, g, s, generator)
         pi, pgi, pt, pgt = parts(prop)
@@ -91,10 +99,10 @@ def anneal(u_init: Fn, u_target: Fn, z: torch.Tensor, betas: torch.Tensor,
         ui, ut = torch.where(ok, pi, ui), torch.where(ok, pt, ut)
         gi, gt = torch.where(keep, pgi, gi), torch.where(keep, pgt, gt)
         rate = ok.to(z.dtype).mean(1)                                   # (G,)
-        accepted += rate.mean().item()
+        accepted += rate.mean().double()     # float64 adds, as a Python float sum of .item()s
         if steps is None:  # Robbins-Monro on log s towards the target acceptance
             s = s * torch.exp(0.5 * (rate - target_accept)).view(G, 1, 1)
-    return log_w, used, accepted / max(T, 1)
+    return log_w, used.cpu(), accepted.item() / max(T, 1)
 
 
 def ess(log_w: torch.Tensor) -> torch.Tensor:
