@@ -24,11 +24,19 @@ by torch.compile into one graph: the prior chain is hundreds of steps of a small
 shape, so in eager mode it costs per-operator overhead (and, on a GPU, kernel launches) rather
 than arithmetic. Its noise is drawn outside the graph from the same generator in the same order,
 so it follows the eager chain to float rounding.
+
+`GraphChain` runs it on a GPU as one CUDA graph per chain shape: the eager chain is about 40
+operators per step (200 steps: 8,000 kernel launches, most of an iteration's), the graph one
+launch. `make_prior_chain(energy, device, compile)` picks the chain a prior should run.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -127,6 +135,162 @@ class CompiledChain:
         return langevin(self.energy, z, steps, step_size, generator, noise=noise)
 
 
+@dataclass
+class _Captured:
+    replay: Callable[[], None]
+    z0: torch.Tensor            # the graph's input buffer
+    out: torch.Tensor           # and its output buffer
+    pointers: tuple             # the energy's parameters and buffers when it was captured
+
+
+class GraphChain:
+    """`langevin(energy, z0, steps, step_size, generator, noise=noise)` without tracing, on a
+    CUDA device as one captured CUDA graph per (shape, dtype, step sizes, noise, generator):
+    z0 is copied into the graph's input buffer, the graph is replayed (one launch for the whole
+    chain: every step's energy, gradient, noise draw and update), and its output is copied out.
+
+    The graph holds the same kernels as the eager chain, noise included: each replay draws from
+    the generator (the default CUDA one, or `generator`, registered with the graph where torch
+    supports it) at its current offset and moves it on as the eager chain would, so replays
+    follow the eager chain to float rounding and leave the random stream where it would leave
+    it. The first call for a shape runs the eager chain (on a side stream: the warm-up a
+    capture needs; its result is that call's answer), then captures the graph and checks it by
+    replaying the same draws: a graph that lands elsewhere (or a capture that fails) warns once
+    and the chain runs eagerly from then on, as `CompiledChain` does. The energy must read only
+    tensors that keep their storage (parameters updated in place by the optimizer, buffers
+    updated with copy_): the graph reads them by address, and a change of address (the model
+    moved, weights replaced) is noticed and the graph captured again.
+
+    Untested on hardware: no GPU was lent while it was written. On a CPU (or any non-CUDA
+    device) it is the eager chain, and `tests/test_gpu_ready.py` runs its capture logic with a
+    stand-in for the graph."""
+
+    MAX_GRAPHS = 4   # shapes kept captured (a training run has two: its batch and the last one)
+
+    def __init__(self, energy: Energy):
+        self.energy = energy
+        self.failed: str | None = None
+        self.max_diff: float | None = None      # replay against eager at the last capture
+        self._graphs: OrderedDict = OrderedDict()
+        self._streams: dict = {}
+
+    def __call__(self, z: torch.Tensor, steps: int, step_size: float | Sequence[float],
+                 generator: torch.Generator | None = None, noise: float = 1.0
+                 ) -> tuple[torch.Tensor, dict]:
+        if self.failed is not None or not self._usable(z, generator):
+            return langevin(self.energy, z, steps, step_size, generator, noise=noise)
+        sizes, noise = tuple(step_sizes(steps, step_size)), float(noise)
+        key = (tuple(z.shape), z.dtype, str(z.device), sizes, noise,
+               None if generator is None else id(generator))
+        pointers = self._pointers()
+        entry = self._graphs.get(key)
+        if entry is not None and entry.pointers == pointers:
+            self._graphs.move_to_end(key)
+            entry.z0.copy_(z.detach())
+            entry.replay()
+            return entry.out.clone(), {"energies": [], "z_at": {}}
+        return self._first(key, pointers, z.detach(), sizes, noise, generator), {"energies": [],
+                                                                                  "z_at": {}}
+
+    def _body(self, z: torch.Tensor, sizes: Sequence[float], noise: float,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """The eager chain of `langevin` (no trace), op for op: what the graph captures."""
+        with torch.enable_grad():
+            for s in sizes:
+                z = z.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.energy(z).sum(), z)
+                z = _update(z.detach(), grad, s, noise, _noise(z, noise, generator))
+        return z.detach()
+
+    def _first(self, key, pointers, z0, sizes, noise, generator) -> torch.Tensor:
+        """The eager chain (this call's result), then the graph captured and checked."""
+        dev = z0.device
+        before = _rng_state(generator, dev)
+        out = self._warm(lambda: self._body(z0, sizes, noise, generator), dev)
+        after = _rng_state(generator, dev)
+        try:
+            static_in, static_out = z0.clone(), torch.empty_like(z0)
+
+            def run():
+                static_out.copy_(self._body(static_in, sizes, noise, generator))
+
+            replay = self._capture(run, dev, generator)
+            _set_rng_state(generator, dev, before)   # the warm-up's draws, replayed by the graph
+            replay()
+            same = torch.allclose(static_out, out, rtol=1e-4, atol=1e-5, equal_nan=True)
+            diff = (static_out - out).abs().nan_to_num().max() if out.numel() else out.new_zeros(())
+            self.max_diff = float(diff)
+            if not bool(same):
+                raise RuntimeError(f"the replayed chain differs from the eager one by up to "
+                                   f"{self.max_diff:.3g}")
+            self._graphs[key] = _Captured(replay, static_in, static_out, pointers)
+            while len(self._graphs) > self.MAX_GRAPHS:
+                self._graphs.popitem(last=False)
+        except Exception as e:  # capture's failures come in many types
+            self.failed = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            self._graphs.clear()
+            warnings.warn(f"CUDA-graph prior chain unavailable, running eagerly ({self.failed})",
+                          RuntimeWarning)
+        finally:
+            _set_rng_state(generator, dev, after)   # where the eager chain left the stream
+        return out
+
+    def _pointers(self) -> tuple:
+        """Addresses of the tensors a bound method's module holds (what the graph reads)."""
+        owner = getattr(self.energy, "__self__", None)
+        if not isinstance(owner, torch.nn.Module):
+            return ()
+        return tuple(t.data_ptr() for t in itertools.chain(owner.parameters(), owner.buffers()))
+
+    # ---- the CUDA-only parts (a test stands in for them on CPU) ----------------------------
+    def _usable(self, z: torch.Tensor, generator: torch.Generator | None) -> bool:
+        if z.device.type != "cuda":
+            return False
+        # A generator of its own must be registered with the graph (torch >= 2.5 has it).
+        return generator is None or hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+
+    def _stream(self, dev: torch.device):
+        if dev not in self._streams:
+            self._streams[dev] = torch.cuda.Stream(dev)
+        return self._streams[dev]
+
+    def _warm(self, fn: Callable[[], torch.Tensor], dev: torch.device) -> torch.Tensor:
+        """fn() on the side stream the capture will use (lazy initialisation happens there)."""
+        current, side = torch.cuda.current_stream(dev), self._stream(dev)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            out = fn()
+        current.wait_stream(side)
+        out.record_stream(current)
+        return out
+
+    def _capture(self, run: Callable[[], None], dev: torch.device,
+                 generator: torch.Generator | None) -> Callable[[], None]:
+        graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            graph.register_generator_state(generator)
+        current, side = torch.cuda.current_stream(dev), self._stream(dev)
+        side.wait_stream(current)
+        with torch.cuda.graph(graph, stream=side):
+            run()
+        current.wait_stream(side)
+        return graph.replay
+
+
+def make_prior_chain(energy: Energy, device: torch.device | str, compile: bool = False
+                     ) -> GraphChain | CompiledChain | None:
+    """The chain a prior with energy U = `energy` runs on `device`: a `GraphChain` on CUDA
+    (unless TEXTEBM_CUDA_GRAPHS=0), a `CompiledChain` elsewhere when `compile`, else None: the
+    caller runs the eager `langevin`. Each is called as `chain(z0, steps, step_size, generator,
+    noise) -> (z, info)` for chains without tracing; a traced chain (energies, z_at) is always
+    the eager `langevin`. Builds nothing on the device."""
+    if torch.device(device).type == "cuda" and os.environ.get("TEXTEBM_CUDA_GRAPHS", "1") != "0":
+        return GraphChain(energy)
+    if compile:
+        return CompiledChain(energy)
+    return None
+
+
 def _rng_state(generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     if generator is not None:
         return generator.get_state()
@@ -174,21 +338,27 @@ def mala_chain(energy: Energy, z: torch.Tensor, steps: int, step_size: float,
     itself, at any step size. The step size (shared by the chains) is tuned towards
     `target_accept` over the first half of the steps and then frozen. Returns the final z and
     {"accept": the frozen half's acceptance rate, "step_size": the frozen step size,
-    "z_at": {k: z after k steps} for k in trace_at}."""
+    "z_at": {k: z after k steps} for k in trace_at}.
+
+    The step size and the acceptance tally are float64 tensors on z's device, read back once at
+    the end (a read per step would make the host wait for a GPU at every step)."""
     u, g = energy_and_grad(energy, z)
-    s, rates, z_at = float(step_size), [], {}
+    s = torch.full((), float(step_size), dtype=torch.float64, device=z.device)
+    tally = torch.zeros((), dtype=torch.float64, device=z.device)
+    z_at, frozen = {}, steps - steps // 2
     for k in range(steps + 1):
         if k in trace_at:
             z_at[k] = z
         if k == steps:
             break
         z, u, g, ok = mala_step(energy, z, u, g, s, generator)
-        rate = ok.float().mean().item()
+        rate = ok.float().mean().double()
         if k < steps // 2:
-            s *= math.exp(0.5 * (rate - target_accept))
+            s = s * torch.exp(0.5 * (rate - target_accept))
         else:
-            rates.append(rate)
-    return z.detach(), {"accept": sum(rates) / len(rates) if rates else math.nan, "step_size": s,
+            tally = tally + rate
+    tally, s = torch.stack([tally, s]).tolist()
+    return z.detach(), {"accept": tally / frozen if frozen else math.nan, "step_size": s,
                         "z_at": z_at, "energies": []}
 
 
