@@ -7,6 +7,8 @@ accumulates inference work the way a persistent chain does, but for any sentence
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -59,7 +61,12 @@ class AmortizedInit(nn.Module):
         bwd = [getattr(rnn, k + "_reverse") for k in names]
 
         def run(inp, w):  # one direction of the layer: torch.lstm with that direction's weights
-            return torch.lstm(inp, (h0, h0), w, rnn.bias, 1, 0.0, self.training, False, True)[0]
+            with warnings.catch_warnings():
+                # cuDNN copies one direction's weights out of the module's flat buffer (a few
+                # kernels per call) and says so; that copy is the price of not packing.
+                warnings.filterwarnings("ignore", message="RNN module weights are not part")
+                return torch.lstm(inp, (h0, h0), w, rnn.bias, 1, 0.0, self.training, False,
+                                  True)[0]
 
         ahead = run(emb, fwd)
         back = run(emb.gather(1, flip.unsqueeze(-1).expand_as(emb)), bwd)
