@@ -49,6 +49,7 @@ LOG_2PI = math.log(2 * math.pi)
 # The estimator's name in results files; "plain_mc_narrow_q" named the one before it (log Z by
 # plain Monte Carlo, q fitted to the training chain at its own temperature).
 ESTIMATOR = "ais_logz+elbo_scaled_mode_mixture_q"
+Q_ESTIMATOR = "ais_logz+amortized_q"   # importance sampling from the posterior's own q(z|x)
 
 
 @dataclass
@@ -66,6 +67,9 @@ class NLLConfig:
     floor_lr: float = 0.05
     ais: AISConfig = field(default_factory=AISConfig)
     plain_mc_draws: int = 200_000  # plain Monte Carlo log Z, reported beside AIS (0: skip)
+    proposal: str = "auto"     # auto: the posterior's own q(z|x) where it has one (amortized
+                               # runs), else the fitted mode mixture (+ AIS); "fitted": always that
+    q_samples: int = 500       # importance samples per sentence from q(z|x) (the text-VAE standard)
     batch_size: int = 32
     max_logits: int = MAX_LOGITS  # cap on rows x positions x vocabulary of one decoder call
     seed: int = 0
@@ -73,6 +77,9 @@ class NLLConfig:
     def __post_init__(self):
         # The M AIS chains are split evenly over the C starts, so M must be a multiple of C: say
         # so when the config is built, not after log Z's minutes of AIS.
+        if self.proposal not in ("auto", "fitted") or self.q_samples < 1:
+            raise ValueError(f"proposal must be auto or fitted and q_samples >= 1, got "
+                             f"{self.proposal!r}, {self.q_samples}")
         if self.samples < 1 or self.samples % self.chains:
             raise ValueError(f"importance samples must be a positive multiple of the {self.chains} "
                              f"chains that start each sentence's AIS, got {self.samples}")
@@ -164,6 +171,28 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
             "floor": floor}
 
 
+def q_log_marginals(u0: Fn, nll_x: Fn, q, log_z: float, cfg: NLLConfig,
+                    gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """log p(x_b) by importance sampling from a proposal q (textebm.posterior: `sample`,
+    `log_prob`, `mu`: (B, D)) with cfg.q_samples draws: log w = log p(z) + log p(x|z) - log q(z|x),
+    log p(z) = -U0(z) - (D/2) log 2 pi - log Z. Returns (B,) log_p, se, ess, floor (as
+    `log_marginals`) and elbo, the mean of log w: a lower bound on log p(x) in expectation."""
+    M = cfg.q_samples
+    zs = q.sample(M, gen)                                                  # (B, M, D)
+    D = zs.size(-1)
+    with torch.no_grad():
+        nll_s = nll_x(zs).double()                                         # (B, M)
+        log_w = (-u0(zs) - 0.5 * D * LOG_2PI - log_z).double() - nll_s - q.log_prob(zs).double()
+    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)
+    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full_like(w[:, 0], math.inf)
+    floor = nll_s.min(1).values
+    if cfg.floor_steps:
+        _, found = descend(nll_x, q.mu[:, None], cfg.floor_steps, cfg.floor_lr)
+        floor = torch.minimum(found.min(1).values, floor)
+    return {"log_p": torch.logsumexp(log_w, 1) - math.log(M), "se": se, "ess": ess(log_w),
+            "floor": floor, "elbo": log_w.mean(1)}
+
+
 def _model_fns(model: LatentEBM, x: torch.Tensor, max_logits: int) -> tuple[Fn, Fn]:
     """u0 and nll_x of `log_marginals` for the sentences x: (B, T) of a LatentEBM. nll_x scores
     z: (B, K, D) as B*K decoder rows, cut into calls of at most max_logits logits."""
@@ -187,12 +216,30 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     """`log_marginals` for a batch of id lists: (B,) log_p, se, ess, floor (float64)."""
     x = frame(ids).to(model.device)
     B, C, D = x.size(0), cfg.chains, model.latent_dim
+    q = _proposal(model, x, cfg)
+    if q is not None:
+        u0, nll_x = _model_fns(model, x, cfg.max_logits)
+        with frozen(model):
+            out = q_log_marginals(u0, nll_x, q, log_z, cfg, gen=generator)
+        return {k: v.double().cpu() for k, v in out.items()}
     starts = torch.randn(B, C, D, generator=generator, device=model.device, dtype=model.dtype)
     starts[:, 0] = model.chain_start(x, generator)
     u0, nll_x = _model_fns(model, x, cfg.max_logits)
     with frozen(model):
         out = log_marginals(u0, nll_x, starts, log_z, cfg, generator)
+    out["elbo"] = torch.full((B,), math.nan, dtype=torch.float64)
     return {k: v.double().cpu() for k, v in out.items()}
+
+
+def _proposal(model: LatentEBM, x: torch.Tensor, cfg: NLLConfig):
+    """The posterior's own q(z|x) where cfg.proposal allows it and the posterior has one."""
+    return model.posterior.proposal(x) if cfg.proposal == "auto" else None
+
+
+def uses_q(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig) -> bool:
+    """Whether `importance_nll` samples from the posterior's q(z|x) for this model (asked of
+    its first sentence)."""
+    return bool(ids) and _proposal(model, frame(ids[:1]).to(model.device), cfg) is not None
 
 
 def partition(model: LatentEBM, ais: AISConfig, plain_mc_draws: int = 200_000, seed: int = 0
@@ -231,7 +278,8 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed + 1)
     # A batch's C descents (and its M AIS chains) run as one decoder call (forward and backward
     # to z), so the rows per call stay within the token cap.
-    rows = max(cfg.chains, cfg.samples if cfg.temperatures else 1)
+    with_q = uses_q(model, ids, cfg)
+    rows = cfg.q_samples if with_q else max(cfg.chains, cfg.samples if cfg.temperatures else 1)
     per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // rows)
     batches = list(by_length(ids, cfg.batch_size, per_batch))
     key = _progress_key(ids, cfg, log_z)
@@ -247,7 +295,7 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     # Batches run in length order; the per-sentence results go back to the order of `ids`.
     order = torch.as_tensor([j for ix in batches for j in ix])
     res = {k: torch.empty_like(v).index_copy_(0, order, v) for k, v in _joined(parts).items()}
-    nll, se, ess_s, floor = -res["log_p"], res["se"], res["ess"], res["floor"]
+    nll, se, ess_s, floor, elbo = -res["log_p"], res["se"], res["ess"], res["floor"], res["elbo"]
     n, total, tokens = len(ids), nll.sum().item(), sum(len(s) + 1 for s in ids)
     if state_path is not None:
         Path(state_path).unlink(missing_ok=True)
@@ -263,15 +311,19 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
             # Sentences whose estimate rests on about one chain: unbiased but heavy-tailed, the
             # few that land below their floor come from these (docs/likelihood.md).
             "ess": {"mean": ess_s.mean().item(), "median": ess_s.median().item(),
-                    "min": ess_s.min().item(), "of": cfg.samples,
+                    "min": ess_s.min().item(), "of": cfg.q_samples if with_q else cfg.samples,
                     "below_1_5": int((ess_s < 1.5).sum())},
             "floor": {"checked": int(checked.sum()), "violations": int((margin < 0).sum()),
                       "min_margin": margin.min().item() if len(margin) else math.nan,
                       "mean_floor": floor[checked].mean().item() if len(margin) else math.nan,
                       "mean_nll": nll[checked].mean().item() if len(margin) else math.nan},
+            # The negative ELBO at the same draws (q proposal only): the bound q alone reaches.
+            **({"neg_elbo": -elbo.mean().item(), "neg_elbo_se": (elbo.std() / math.sqrt(n)).item()
+                if n > 1 else math.inf} if with_q else {}),
             # In the order of `ids`.
-            "per_sentence": {"nll": nll.tolist(), "floor": floor.tolist(), "ess": ess_s.tolist()},
-            "estimator": ESTIMATOR, "settings": settings}
+            "per_sentence": {"nll": nll.tolist(), "floor": floor.tolist(), "ess": ess_s.tolist(),
+                             **({"neg_elbo": (-elbo).tolist()} if with_q else {})},
+            "estimator": Q_ESTIMATOR if with_q else ESTIMATOR, "settings": settings}
 
 
 def paired_difference(a, b) -> tuple[float, float]:
@@ -284,7 +336,7 @@ def paired_difference(a, b) -> tuple[float, float]:
 
 
 def _joined(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    keys = ("log_p", "se", "ess", "floor")
+    keys = ("log_p", "se", "ess", "floor", "elbo")
     if not parts:
         return {k: torch.empty(0, dtype=torch.float64) for k in keys}
     return {k: torch.cat([p[k] for p in parts]) for k in keys}
@@ -309,4 +361,4 @@ def _resume(state_path: Path | None, key: str, gen: torch.Generator
     if saved.get("key") != key:
         return 0, []
     gen.set_state(saved["gen"])
-    return int(saved["batches"]), [{k: saved[k] for k in ("log_p", "se", "ess", "floor")}]
+    return int(saved["batches"]), [{k: saved[k] for k in ("log_p", "se", "ess", "floor", "elbo")}]

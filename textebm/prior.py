@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from textebm.config import LangevinConfig, PriorConfig, TrainConfig
-from textebm.langevin import CompiledChain, init_z, langevin, mala_chain
+from textebm.langevin import init_z, langevin, make_prior_chain, mala_chain
 
 PRIORS: dict[str, type["Prior"]] = {}
 
@@ -64,9 +64,12 @@ class Prior(nn.Module):
         super().__init__()
         self.cfg, self.chain_cfg = cfg, chain
         self.latent_dim = cfg.latent_dim
-        # Run the prior chain compiled (langevin.CompiledChain): a runtime choice, not a weight.
+        # Run the prior chain compiled (langevin.CompiledChain; on CUDA one captured graph,
+        # langevin.GraphChain): a runtime choice, not a weight. `_compiled` is that runner,
+        # built for the device and the setting it was asked for (`_runner_for`).
         self.compile = False
-        self._compiled: CompiledChain | None = None
+        self._compiled = None
+        self._runner_for: tuple | None = None
 
     # ---- density ------------------------------------------------------------------------
     def prior_energy(self, z: torch.Tensor) -> torch.Tensor:
@@ -126,10 +129,12 @@ class Prior(nn.Module):
                               trace_at=tuple(trace.get("trace_at", ())))
         if sampler != "chain":
             raise ValueError(f"sampler must be 'chain' or 'mala', got {sampler!r}")
-        if self.compile and not (trace.get("trace") or trace.get("trace_at")):
-            if self._compiled is None:
-                self._compiled = CompiledChain(self._u_energy)
-            return self._compiled(u0, steps, step_size, generator, noise)
+        if not (trace.get("trace") or trace.get("trace_at")):   # a traced chain stays eager
+            if self._runner_for != (u0.device, self.compile):
+                self._compiled = make_prior_chain(self._u_energy, u0.device, self.compile)
+                self._runner_for = (u0.device, self.compile)
+            if self._compiled is not None:
+                return self._compiled(u0, steps, step_size, generator, noise)
         return langevin(self._u_energy, u0, steps, step_size, generator, noise=noise, **trace)
 
     # ---- learning -----------------------------------------------------------------------
@@ -221,8 +226,9 @@ class EnergyPrior(Prior):
         self.base_second.mul_(decay).add_(z.T @ z / z.size(0), alpha=1 - decay)
         cov = self.base_second - torch.outer(self.base_mean, self.base_mean)
         chol, info = torch.linalg.cholesky_ex(cov + 1e-4 * torch.eye(cov.size(0), device=cov.device))
-        if int(info) == 0:  # else keep the last factor (a covariance not yet positive definite)
-            self.base_chol.copy_(chol)
+        # Keep the last factor where the covariance is not yet positive definite (decided on
+        # the device: no host read per iteration).
+        self.base_chol.copy_(torch.where(info == 0, chol, self.base_chol))
 
     def loss(self, z_pos: torch.Tensor, z_neg: torch.Tensor, train: TrainConfig
              ) -> tuple[torch.Tensor, dict]:

@@ -16,6 +16,8 @@ the true posterior from there (langevin.k1; 0 by default: q alone).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from textebm.config import EncoderConfig, LangevinConfig
@@ -57,8 +59,12 @@ class Amortized(Posterior):
 
     def log_q(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """log q(z|x) for z: (B, K, D) against mu, logvar: (B, D) -> (B, K)."""
-        d = (z - mu[:, None]) * (-0.5 * logvar[:, None]).exp()
-        return -0.5 * (d.pow(2) + logvar[:, None] + torch.log(torch.tensor(2 * torch.pi))).sum(-1)
+        return GaussianProposal(mu, logvar).log_prob(z)
+
+    def proposal(self, x: torch.Tensor) -> "GaussianProposal":
+        """q(z|x) itself, the text-VAE standard proposal of the importance-weighted NLL."""
+        with torch.no_grad():
+            return GaussianProposal(*self.moments(x))
 
     def train_codes(self, model, x: torch.Tensor, z0: torch.Tensor | None = None):
         """The codes the decoder learns at, with their gradient, and the ELBO's other terms:
@@ -88,3 +94,21 @@ class Amortized(Posterior):
                 z0 = mu if read else mu + (0.5 * logvar).exp() * torch.randn(
                     mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return super().infer(model, x, steps, step_size, generator, z0, read, **trace)
+
+
+class GaussianProposal:
+    """N(mu_b, diag exp(logvar_b)) per sentence b: mu, logvar: (B, D)."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor):
+        self.mu, self.logvar = mu, logvar
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws per sentence: (B, n, D)."""
+        B, D = self.mu.shape
+        eps = torch.randn(B, n, D, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu[:, None] + (0.5 * self.logvar[:, None]).exp() * eps
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z): z: (B, K, D) -> (B, K)."""
+        d = (z - self.mu[:, None]) * (-0.5 * self.logvar[:, None]).exp()
+        return -0.5 * (d.pow(2) + self.logvar[:, None] + math.log(2 * math.pi)).sum(-1)

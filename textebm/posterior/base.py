@@ -63,6 +63,12 @@ class Posterior(nn.Module):
         train.pretrain_steps), or None where the posterior has none. x: (B, T) -> (B, D)."""
         return None
 
+    def proposal(self, x: torch.Tensor):
+        """An importance proposal q(z|x) for the NLL (an object with `sample(n, generator)` ->
+        (B, n, D) and `log_prob(z: (B, n, D))` -> (B, n)), or None where the posterior has none
+        (textebm.nll then fits its own proposal to the posterior)."""
+        return None
+
     def loss(self, x: torch.Tensor, z_pos: torch.Tensor) -> torch.Tensor | None:
         """The posterior's own training loss after an iteration that inferred z_pos: (B, D) for
         x, or None where it learns nothing."""
