@@ -53,7 +53,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
-UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+# The n-gram LM's own word ids (its word2id); corpora.vocab's differ (its <unk> is 1).
+NGRAM_UNK, BOS_ID, EOS_ID = 0, 1, 2
 MAX_ORDER = 6
 DEFAULT_FALLBACK = (0.5, 1.0, 1.5)
 LN10 = math.log(10.0)
@@ -153,7 +154,7 @@ def _encode_stream(sentences: Iterable[Sequence[str]], word2id: dict[str, int],
             word2id.update(zip(new, range(len(word2id), len(word2id) + len(new))))
             ids.append(np.fromiter(map(word2id.__getitem__, flat), dtype=np.int64, count=len(flat)))
         else:
-            ids.append(np.fromiter(map(word2id.get, flat, repeat(UNK_ID)), dtype=np.int64,
+            ids.append(np.fromiter(map(word2id.get, flat, repeat(NGRAM_UNK)), dtype=np.int64,
                                    count=len(flat)))
         lengths.append(np.fromiter(map(len, part), dtype=np.int64, count=len(part)))
     if not ids:
@@ -290,7 +291,7 @@ class NGramLM:
         if not 1 <= order <= MAX_ORDER:
             raise ValueError(f"order must be in 1..{MAX_ORDER}, got {order}")
         fallback = _check_fallback(discount_fallback)
-        word2id = {UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID}
+        word2id = {UNK: NGRAM_UNK, BOS: BOS_ID, EOS: EOS_ID}
         ids, lengths = _encode_stream(sentences, word2id, grow=True)
         extra = [w for w in dict.fromkeys(vocab or ()) if w not in word2id]
         vocab = list(word2id) + extra
@@ -425,7 +426,7 @@ class NGramLM:
         lp = self._log10_probs(w, offset)
         scored = offset >= 1
         per_sent = np.bincount(sent[scored], weights=lp[scored], minlength=len(lengths))
-        return per_sent, int(scored.sum()), int((ids == UNK_ID).sum()), len(lengths)
+        return per_sent, int(scored.sum()), int((ids == NGRAM_UNK).sum()), len(lengths)
 
     def sentence_logprobs(self, sentences: Iterable[Sequence[str]]) -> np.ndarray:
         """Natural-log probability of each framed sentence: (S,) float64."""
@@ -459,7 +460,7 @@ class NGramLM:
 
     def logprob(self, word: str, context: Sequence[str] = ()) -> float:
         """ln p(word | context); see `next_word_logprobs` for what the context means."""
-        return float(self.next_word_logprobs(context)[self.word2id.get(word, UNK_ID)])
+        return float(self.next_word_logprobs(context)[self.word2id.get(word, NGRAM_UNK)])
 
     # ----------------------------------------------------------------- inspection
     def _words(self, n: int) -> np.ndarray:
