@@ -22,7 +22,7 @@ import numpy as np
 
 def child(args: list[str]) -> dict:
     start = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", "from pipeline.cli import app; app()", *args],
+    proc = subprocess.Popen([sys.executable, "-c", "from cli import app; app()", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parents[1])
     _, status, usage = os.wait4(proc.pid, 0)

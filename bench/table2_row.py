@@ -42,7 +42,7 @@ def textebm(*args: str, threads: int = 0) -> float:
     """Run the textebm CLI (this checkout's) with args; returns its wall seconds."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     t = time.time()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "cli", *args], check=True, env=env)
     return time.time() - t
 
 

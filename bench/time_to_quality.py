@@ -97,7 +97,7 @@ def worker(setting: str, a) -> None:
                          "--seed", str(a.seed), "--out", str(run)]
             if a.data_dir:
                 args += ["--data-dir", a.data_dir]
-            subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True)
+            subprocess.run([sys.executable, "-m", "cli", *args], check=True)
             row = measure(run, setting, minutes, a)
             with open(run / "ttq.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

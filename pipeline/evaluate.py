@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 
 from textebm.ais import AISConfig
-from textebm.nll import NLLConfig, importance_nll, paired_difference
+from textebm.nll import importance_nll, paired_difference
 from lm_eval.lstm_lm import LSTMLMConfig, sentence_nll
 from lm_eval.perplexity import PPLConfig, SampleFile, forward_lm, perplexities
 from pipeline import demo_checks
+from pipeline.eval_config import PARTS, EvalConfig
 from textebm import diagnostics
 from textebm.api import TextEBM
 from textebm.checkpoint import write_json
@@ -37,60 +37,8 @@ PAPER_TABLE2 = {"snli": (23.53, 27.81, 31.96, 28.90), "ptb": (100.36, 107.45, 18
 
 
 SAMPLE_CHUNK = 10_000  # samples generated, written to samples.txt and dropped at a time
-LMS = ("ngram", "lstm")
-PARTS = ("ppl", "nll", "latent")
 NLL_PROGRESS = "nll.progress.pt"
 AGGREGATE_FIT = 5000   # training sentences whose codes the ex-post Gaussian is fitted to
-
-
-@dataclass
-class EvalConfig:
-    num_samples: int = 10000
-    decode: str = "sample"
-    lm: str = "ngram"               # the judge(s): ngram, lstm, or both as "ngram,lstm"
-    order: int = 5
-    lstm_epochs: int = 30           # most epochs of each LSTM LM judge (forward and reverse)
-    nll_sentences: int = 0          # 0: the whole test split; n: a random n of it; -1: skip the NLL
-    nll_samples: int = 20           # AIS chains (importance samples) per sentence
-    nll_temperatures: int = 50      # AIS temperatures from q0 to each posterior (0: plain IS)
-    logz_temperatures: int = 40000  # AIS temperatures of log Z
-    coherence_temperatures: int = 10000  # AIS temperatures of the latent part's coherence check
-    diag_sentences: int = 500       # test sentences for the latent diagnostics (0: skip them)
-    noise: float | None = None      # prior chain noise for the samples (None: the run's)
-    sampler: str | None = None      # chain (short-run), mala (p_alpha itself), aggregate (a
-                                    # Gaussian fitted to the codes); None: the run's
-    seed: int = 0
-    precision: str = "fp32"         # of the evaluator LSTM LMs (the model's is set at load)
-    parts: str = ",".join(PARTS)    # what to compute; the rest is kept from an existing eval.json
-
-    def lms(self) -> list[str]:
-        return _names(self.lm, LMS, "--lm")
-
-    def part_list(self) -> list[str]:
-        return _names(self.parts, PARTS, "--parts")
-
-    def check(self) -> None:
-        """Raise ValueError for a bad option now, not after the parts before it have run (the
-        NLL's log Z alone takes minutes)."""
-        self.lms()
-        if "nll" in self.part_list() and self.nll_sentences >= 0:
-            try:
-                self.nll_config()
-            except ValueError as e:
-                raise ValueError(f"--nll-samples: {e}") from None
-
-    def nll_config(self) -> NLLConfig:
-        """The importance-weighted NLL's settings (NLLConfig checks them when built)."""
-        return NLLConfig(samples=self.nll_samples, temperatures=self.nll_temperatures, seed=self.seed,
-                         ais=AISConfig(temperatures=self.logz_temperatures, seed=self.seed))
-
-
-def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or any(n not in allowed for n in names) or len(set(names)) < len(names):
-        raise ValueError(f"{option} takes a comma-separated subset of {', '.join(allowed)}, "
-                         f"got {text!r}")
-    return names
 
 
 def nll_subset(n_test: int, n: int, seed: int) -> list[int]:

@@ -45,7 +45,7 @@ def cli(*args: str) -> None:
     # and two evaluations of two threads each on 2 cores were still running after 15 minutes,
     # where one thread each took about 3.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "cli", *args], check=True, env=env)
 
 
 def row(setting: str, seed: int, run: Path) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cli import app
 from corpora import CorpusError, registry
 from corpora.registry import PTB_SHA256, load_corpus
 

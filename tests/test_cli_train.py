@@ -1,14 +1,16 @@
-"""`textebm train` end to end through the CLI: run folder, latest marker, metrics, curves."""
+"""`textebm train` and `textebm config` end to end through the CLI: run folder, latest marker,
+metrics, curves; every setting by `--set`, the old flags through their table, the printed TOML."""
 import json
 
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cli import app
 
 runner = CliRunner()
-TINY = ["--max-steps", "4", "--batch-size", "8", "--k0", "3", "--k1", "2", "--eval-every", "2",
-        "--save-every", "2", "--quiet", "--threads", "1"]
+TINY = ["--max-steps", "4", "--set", "train.batch_size=8", "--set", "langevin.k0=3", "--set",
+        "langevin.k1=2", "--set", "train.eval_every=2", "--set", "train.save_every=2", "--quiet",
+        "--threads", "1"]
 
 
 def test_train_demo_writes_a_complete_run(tmp_path, monkeypatch):
@@ -172,3 +174,104 @@ def test_a_noise_start_under_a_pretraining_recipe_names_the_way_out(tmp_path):
                             "--pretrain-steps", "0", "--out", str(tmp_path / "n"), *TINY])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "n" / "config.json").read_text())["langevin"]["init1"] == "noise"
+
+
+def test_set_reaches_any_field_parsed_by_its_type(tmp_path):
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["train", "demo", "--out", str(out), *TINY, "--set", "langevin.sample_noise0=none",
+                            "--set", "langevin.s1_schedule=0.5,0.2", "--set", "decoder.word_dropout=0.1",
+                            "--set", "train.compile=false", "--set", "prior.kind=gaussian",
+                            "--set", "langevin.read_schedule=none", "--set", "langevin.k0=7"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "config.json").read_text())
+    lc = d["langevin"]
+    assert (lc["k0"], lc["k1"], lc["sample_noise0"], lc["s1_schedule"], lc["read_schedule"]) == \
+        (7, 2, None, [0.5, 0.2], [])                             # a later --set wins
+    assert (d["decoder"]["word_dropout"], d["train"]["compile"], d["prior"]["kind"]) == (0.1, False, "gaussian")
+    assert d["train"]["batch_size"] == 8 and isinstance(lc["k0"], int)
+    assert "note:" not in r.output                              # the new spelling needs no note
+
+
+def one_line_error(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def test_an_unknown_setting_or_flag_is_one_line_naming_the_closest(tmp_path):
+    r = runner.invoke(app, ["train", "demo", "--set", "langevin.kk0=7", "--out", str(tmp_path / "r"), *TINY])
+    assert "langevin.k0" in one_line_error(r) and not (tmp_path / "r").exists()
+    assert "train.batch_size" in one_line_error(runner.invoke(app, ["config", "demo", "--set", "train.batchsize=8"]))
+    assert "langevin.k0" in one_line_error(runner.invoke(app, ["config", "demo", "--set", "lang.k0=8"]))
+    line = one_line_error(runner.invoke(app, ["config", "demo", "--set", "langevin.k0=seven"]))
+    assert "langevin.k0" in line and "whole number" in line
+    assert "SECTION.KEY=VALUE" in one_line_error(runner.invoke(app, ["config", "demo", "--set", "k0=7"]))
+    assert "--k0" in one_line_error(runner.invoke(app, ["train", "demo", "--kk0", "7", *TINY]))
+    assert "--max-steps" in one_line_error(runner.invoke(app, ["train", "demo", "--max-step", "7"]))
+    assert "needs a value" in one_line_error(runner.invoke(app, ["train", "demo", "--quiet", "--k0"]))
+
+
+def test_the_old_flags_still_work_with_one_note_naming_the_new_spelling(tmp_path):
+    from textebm.config import OLD_FLAGS, RECIPES, setting_field
+    for flag, target in OLD_FLAGS.items():     # every entry of the table names a real setting
+        if not target.startswith("--"):
+            setting_field(target.partition("=")[0])
+    out = tmp_path / "old"
+    r = runner.invoke(app, ["train", "demo", "--out", str(out), "--k0", "7", "--max-steps", "1",
+                            "--batch-size=8", "--eval-every", "0", "--quiet", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert notes == ["note: --k0 7 --batch-size 8 --eval-every 0 is now --set langevin.k0=7 "
+                     "--set train.batch_size=8 --set train.eval_every=0"]
+    d = json.loads((out / "config.json").read_text())
+    assert (d["langevin"]["k0"], d["train"]["batch_size"], d["train"]["max_steps"]) == (7, 8, 1)
+    # Switches, renamed options and an argument after the old flags read as they did.
+    r = runner.invoke(app, ["config", "--compile", "--posterior", "paper", "--clip", "2", "demo"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip() == ("note: --compile --posterior paper --clip 2 is now --set "
+                                "train.compile=true --recipe paper --set train.clip_decoder=2")
+    import tomllib
+    t = tomllib.loads(r.stdout)["train"]
+    assert (t["compile"], t["recipe"], t["clip_decoder"]) == (True, "paper", 2.0)
+    assert "paper" in RECIPES
+
+
+def test_config_prints_toml_that_config_reads_back_to_the_same_settings(tmp_path):
+    import tomllib
+    from textebm.config import RECIPES, build_config
+    for corpus in ("demo", "ptb"):
+        for name in RECIPES:
+            r = runner.invoke(app, ["config", corpus, "--recipe", name])
+            assert r.exit_code == 0, r.output
+            printed = tomllib.loads(r.stdout)
+            assert build_config(corpus, name, printed) == build_config(corpus, name), (corpus, name)
+    # Through the command line: `--config` of the printed file with a --set on top prints the
+    # same file but for that setting (and the title).
+    f = tmp_path / "paper.toml"
+    f.write_text(runner.invoke(app, ["config", "ptb", "--recipe", "paper"]).stdout)
+    again = runner.invoke(app, ["config", "ptb", "--config", str(f)]).stdout
+    body = lambda text: [ln for ln in text.splitlines() if not ln.startswith("#")]  # noqa: E731
+    assert body(again) == body(f.read_text())
+    seven = body(runner.invoke(app, ["config", "ptb", "--config", str(f), "--set", "langevin.k0=7"]).stdout)
+    changed = [a for a, b in zip(seven, body(f.read_text())) if a != b]
+    assert len(changed) == 1 and changed[0].startswith("k0 = 7  #")
+    assert 'sample_noise0 = "none"' in f.read_text()   # None as TOML has no null
+
+
+def test_help_keeps_its_brackets_and_stays_short():
+    r = runner.invoke(app, ["train", "--help"], terminal_width=80)
+    assert r.exit_code == 0 and "[prior]" in r.stdout and "[langevin]" in r.stdout
+    assert len(r.stdout.splitlines()) <= 45
+
+
+def test_a_resume_keeps_the_record_and_names_what_it_ignores(tmp_path):
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["train", "demo", "--out", str(out), *TINY])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "demo", "--resume", str(out), "--max-steps", "5", "--set",
+                            "langevin.k0=9", "--seed", "0", "--quiet", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "ignored: langevin.k0=9 (recorded 3)" in r.stderr and "train.seed" not in r.stderr
+    d = json.loads((out / "config.json").read_text())
+    assert (d["langevin"]["k0"], d["train"]["max_steps"]) == (3, 5)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from textebm.config import (DEFAULT_RECIPE, LEGACY, RECIPES, LangevinConfig, RunConfig, TrainConfig,
-                            build_config, for_corpus, setting_flags)
+from textebm.config import (DEFAULT_RECIPE, LEGACY, OLD_FLAGS, RECIPES, RESUME_MAY_CHANGE,
+                            LangevinConfig, RunConfig, TrainConfig, build_config, for_corpus,
+                            parse_settings, resume_config, resume_ignored, setting_field,
+                            setting_flags, setting_keys, to_toml, translate_flags)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +31,10 @@ def test_layers_apply_in_order_corpus_recipe_toml_flags():
     assert (paper.langevin.k0, paper.langevin.k1, paper.langevin.s1_schedule) == (60, 20, [])
     assert paper.train.max_steps == 1500                       # the recipe leaves the corpus layer
     toml = {"langevin": {"k0": 80}, "train": {"max_steps": 7}}
-    both = build_config("demo", "paper", toml, {"langevin": {"k0": 90, "k1": None}})
+    both = build_config("demo", "paper", toml, {"langevin": {"k0": 90}})
     assert (both.langevin.k0, both.langevin.k1, both.train.max_steps) == (90, 20, 7)
+    # The command line names only what was given, so None is a value it can set.
+    assert build_config("demo", None, None, {"langevin": {"sample_noise0": None}}).langevin.sample_noise0 is None
     with pytest.raises(ValueError, match="unknown recipe"):
         build_config("demo", "nope")
     with pytest.raises(ValueError):
@@ -90,9 +94,10 @@ def test_the_recipes_build_what_the_committed_demo_runs_ran():
 
 
 def test_study_settings_name_the_recipe_their_rows_measured():
-    # The studies' `default` rows were measured under `encoder`; their TOML files change it.
+    # The studies' `default` rows were measured under `encoder`, the name they use now; `default`
+    # still reads as it. Their TOML files change `encoder`.
     levers = ROOT / "studies" / "coherence_levers"
-    assert setting_flags("default", levers) == ["--recipe", "encoder"]
+    assert setting_flags("default", levers) == setting_flags("encoder", levers) == ["--recipe", "encoder"]
     assert setting_flags("coherent", levers) == ["--recipe", "coherent"]
     assert setting_flags("gp1n8", levers) == ["--recipe", "encoder", "--config", str(levers / "gp1n8.toml")]
     with pytest.raises(ValueError, match="nope"):
@@ -135,3 +140,78 @@ def test_the_gaussian_twin_setting_is_the_gaussian_recipe_with_ptbs_pretraining(
     pretrained = build_config("ptb")
     assert (twin.train.pretrain_steps, twin.train.decoder_noise) == (pretrained.train.pretrain_steps,
                                                                       pretrained.train.decoder_noise)
+
+
+def test_every_setting_is_declared_once_with_its_help():
+    keys = setting_keys()
+    assert len(keys) == len(set(keys)) and "langevin.k0" in keys and "train.clip_decoder" in keys
+    assert all(setting_field(k)[1].metadata.get("help") for k in keys)
+
+
+def test_set_values_parse_by_the_fields_type():
+    got = parse_settings(["langevin.k0=7", "langevin.s0=0.3", "prior.kind=gaussian", "train.compile=true",
+                          "train.time_budget=none", "train.vocab_size=", "langevin.s1_schedule=0.5, 0.2",
+                          "langevin.read_schedule=none", "train.recipe=paper", "langevin.noise1=1"])
+    assert got == {"langevin": {"k0": 7, "s0": 0.3, "s1_schedule": [0.5, 0.2], "read_schedule": [],
+                                "noise1": 1.0},
+                   "prior": {"kind": "gaussian"},
+                   "train": {"compile": True, "time_budget": None, "vocab_size": None, "recipe": "paper"}}
+    assert isinstance(got["langevin"]["k0"], int) and isinstance(got["langevin"]["noise1"], float)
+    assert parse_settings(["train.compile=off", "langevin.s1_schedule="]) == \
+        {"train": {"compile": False}, "langevin": {"s1_schedule": []}}
+    for bad, said in (("langevin.k0=7.5", "whole number"), ("langevin.s0=fast", "a number"),
+                      ("train.compile=maybe", "true or false"), ("langevin.s1_schedule=0.5,x", "comma"),
+                      ("langevin.kk0=7", "langevin.k0"), ("posterior.k0=7", "langevin.k0"),
+                      ("langevin.k0", "SECTION.KEY=VALUE"), ("langevin.sample_k0=x", "or none")):
+        with pytest.raises(ValueError, match=said):
+            parse_settings([bad])
+
+
+def test_the_old_flags_translate_through_one_table():
+    got = translate_flags(["--k0", "7", "--s1-schedule=none", "--no-compile", "--posterior", "paper",
+                           "--clip", "2"])
+    assert got.settings == ["langevin.k0=7", "langevin.s1_schedule=none", "train.compile=false",
+                            "train.clip_decoder=2"]
+    assert got.options == {"--recipe": "paper"} and got.words == []
+    assert got.note == ("note: --k0 7 --s1-schedule none --no-compile --posterior paper --clip 2 is now "
+                        "--set langevin.k0=7 --set langevin.s1_schedule=none --set train.compile=false "
+                        "--recipe paper --set train.clip_decoder=2")
+    assert parse_settings(got.settings)["langevin"] == {"k0": 7, "s1_schedule": []}
+    assert OLD_FLAGS["--posterior-init"] == "langevin.init1"
+    with pytest.raises(ValueError, match="did you mean --k0"):
+        translate_flags(["--kk0", "7"])
+    with pytest.raises(ValueError, match="takes no value"):
+        translate_flags(["--compile=1"])
+    assert translate_flags(["demo", "--k1", "2"]).words == ["demo"]
+    # --s1 from the command line still clears the recipe's schedule (a constant step).
+    cfg = build_config("demo", None, None, parse_settings(translate_flags(["--s1", "0.07"]).settings))
+    assert cfg.langevin.s1_schedule == [] and cfg.langevin.s1 == 0.07
+
+
+def test_printed_toml_reads_back_to_the_same_config_for_every_recipe():
+    import tomllib
+    for corpus in ("demo", "ptb", "yahoo", "mytext"):
+        for name in RECIPES:
+            cfg = build_config(corpus, name, None, {"train": {"time_budget": 30.0}} if name == "steady" else None)
+            text = to_toml(cfg, "title\nsecond line")
+            assert text.startswith("# title\n# second line\n") and "corpus =" not in text
+            back = build_config(corpus, name, tomllib.loads(text))
+            assert back == cfg, (corpus, name)
+
+
+def test_resume_config_keeps_the_record_but_the_length():
+    saved = build_config("demo", "paper", None, {"langevin": {"k0": 3}, "train": {"time_budget": 5.0}})
+    before = saved.to_dict()
+    assert RESUME_MAY_CHANGE == ("train.max_steps", "train.time_budget")
+    same = resume_config(saved, None, None)
+    assert same == saved and same is not saved
+    longer = resume_config(saved, 4000, 9.5)
+    assert (longer.train.max_steps, longer.train.time_budget) == (4000, 9.5)
+    longer.train.max_steps, longer.train.time_budget = saved.train.max_steps, saved.train.time_budget
+    assert longer == saved and saved.to_dict() == before           # nothing else moves, SAVED unchanged
+    for bad in ((-1, None), (None, 0.0)):
+        with pytest.raises(ValueError):
+            resume_config(saved, *bad)
+    given = {"langevin": {"k0": 9, "s0": 0.4}, "train": {"max_steps": 10, "seed": 0, "time_budget": 1.0},
+             "prior": {"kind": "gaussian"}}
+    assert resume_ignored(saved, given) == ["langevin.k0=9 (recorded 3)", "prior.kind=gaussian (recorded ebm)"]

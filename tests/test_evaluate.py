@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cli import app
 from textebm.ais import AISConfig
 from textebm.nll import NLLConfig, importance_nll
 from textebm.api import load

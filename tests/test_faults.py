@@ -27,7 +27,7 @@ TINY = ["--batch-size", "16", "--k0", "3", "--k1", "3", "--eval-every", "0", "--
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from pipeline.cli import app; app()", *args]
+    return [sys.executable, "-c", "from cli import app; app()", *args]
 
 
 def small_toml(tmp_path: Path) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cli import app
 from corpora.registry import load_corpus
 from lm_eval.ngram import NGramLM
 from lm_eval.perplexity import PPLConfig, perplexities

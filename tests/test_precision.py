@@ -59,7 +59,7 @@ def test_chain_leaves_parameters_trainable():
 
 def test_train_records_precision(hermetic, tmp_path):
     from typer.testing import CliRunner
-    from pipeline.cli import app
+    from cli import app
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "demo", "--out", str(out), "--max-steps", "3",
                                  "--batch-size", "8", "--eval-every", "0", "--precision", "bf16",

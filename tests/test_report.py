@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from cli import app
 from pipeline.report import SECTIONS, build_report, fmt
 
 ROOT = Path(__file__).resolve().parents[1]

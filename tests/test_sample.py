@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import textebm
-from pipeline.cli import app
+from cli import app
 from corpora.batching import frame
 from corpora.vocab import UNK_ID
 from textebm.api import token_accuracy
@@ -260,7 +260,7 @@ def test_cli_corrupt_checkpoint_is_one_line_no_traceback(run_dir, tmp_path):
     bad = _broken_copy(run_dir, tmp_path)
     (bad / "checkpoint.pt").write_bytes(b"\x00garbage\xff" * 100)
     # A real process, so a traceback would show on stderr.
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "sample", "--checkpoint", str(bad)],
+    p = subprocess.run([sys.executable, "-m", "cli", "sample", "--checkpoint", str(bad)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
