@@ -8,7 +8,7 @@ settings against the code an earlier target was set on. Prints one JSON line per
 seconds (process start to exit, data and model set-up included), the run's own training seconds
 where its summary.json records them, peak resident memory, and the ratio to the first setting.
 
-    python -m bench.demo_wall_time --threads 1 'issue@../old=' 'steady=--posterior steady'
+    python -m bench.demo_wall_time --threads 1 'issue@../old=' 'steady=--recipe steady'
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def parse(setting: str) -> tuple[str, Path, list[str]]:
     head, _, args = setting.partition("=")
     name, _, tree = head.partition("@")
     tree_path = Path(tree).resolve() if tree else ROOT
-    if not any((tree_path / f).exists() for f in ("pipeline/cli.py", "cli.py")):
-        raise SystemExit(f"{setting!r}: no pipeline/cli.py (or an older tree's cli.py) in {tree_path}")
+    if not any((tree_path / f).exists() for f in ("cli.py", "pipeline/cli.py")):
+        raise SystemExit(f"{setting!r}: no cli.py (or, in trees of its time, pipeline/cli.py) in {tree_path}")
     return name, tree_path, shlex.split(args)
 
 
@@ -48,6 +48,7 @@ def main() -> None:
     settings = [parse(s) for s in a.settings]
     procs = {}
     for name, tree, args in settings:
+        # The command line lives in cli.py; trees between two layouts had it in pipeline/cli.py.
         entry = "pipeline.cli" if (tree / "pipeline" / "cli.py").exists() else "cli"
         cmd = [sys.executable, "-c", f"from {entry} import app; app()", "train", "demo", "--quiet",
                "--threads", str(a.threads), "--out", str(out / name), *args]

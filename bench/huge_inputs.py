@@ -53,7 +53,7 @@ def main() -> None:
     base = {"sentences": a.sentences, "file_mb": round(many.stat().st_size / 1e6, 1)}
     for args in (["corpus", "info", str(many)],
                  ["train", str(many), "--max-steps", str(a.steps), "--out", str(d / "run"),
-                  "--eval-every", "0", "--batch-size", "32", "--quiet", "--threads", "2"],
+                  "--set", "train.eval_every=0", "--set", "train.batch_size=32", "--quiet", "--threads", "2"],
                  ["corpus", "info", str(long)]):
         print(json.dumps({**base, **child(args)}), flush=True)
 

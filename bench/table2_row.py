@@ -56,8 +56,8 @@ def make_row(a: argparse.Namespace) -> Path:
     common = ["--checkpoint", str(run), "--precision", a.precision, "--device", a.device]
     data = ["--data-dir", a.data_dir] if a.data_dir else []
     ev = ["evaluate", *common, *data, "--num-samples", str(a.num_samples), "--lm", a.lm,
-          "--lstm-epochs", str(a.lstm_epochs), "--nll-sentences", str(a.nll_sentences),
-          "--nll-samples", str(a.nll_samples), "--diag-sentences", str(a.diag_sentences),
+          "--set", f"eval.lstm_epochs={a.lstm_epochs}", "--nll-sentences", str(a.nll_sentences),
+          "--set", f"eval.nll_samples={a.nll_samples}", "--diag-sentences", str(a.diag_sentences),
           "--seed", str(a.seed), "--parts", a.parts, "--decode", a.decode]
     smp = ["sample", *common, "-n", "20", "--trace", "0,40,100", "--seed", str(a.seed),
            "--out", str(dest / "trace.txt"), "--plot", str(dest / "energy_profile.png")]

@@ -1,12 +1,12 @@
 """Time to quality on the full PTB training split: training recipes side by side at one budget.
 
-    python -m bench.time_to_quality --data-dir ../shared/data --settings default,pretrain \
+    python -m bench.time_to_quality --data-dir ../shared/data --settings encoder,pretrain \
         --budget 120 --every 20 --out runs/ttq
 
-A setting is `default` (`textebm train ptb --recipe encoder`, the default recipe when the first
-rows were measured), a recipe's name (`coherent`, the default since) or the name of a TOML file in
-bench/time_to_quality/ (sections on top of the `encoder` recipe), with an optional `:bf16` or
-`:fp32` tail for its precision (`pretrained:bf16`). Every setting trains in its own
+A setting is a recipe's name (`encoder`: the default recipe when the first rows were measured,
+which call it `default`, a name still read as `encoder`; `coherent`, the default since) or the
+name of a TOML file in bench/time_to_quality/ (sections on top of the `encoder` recipe), with an
+optional `:bf16` or `:fp32` tail for its precision (`pretrained:bf16`). Every setting trains in its own
 process on one thread, all at once (one core each, so they share the machine's conditions), in
 chunks: `textebm train ptb --time-budget P` and then `--resume` to P = every, 2 x every, ...,
 budget minutes of training (the run's own clock, summed over resumes; validation is off, so the
@@ -93,7 +93,7 @@ def worker(setting: str, a) -> None:
             else:
                 # A checkpoint every 100 iterations (75 s of pretraining, 10 minutes of Algorithm
                 # 1 on one thread), so a killed chunk loses at most that, not the chunk.
-                args += [*train_args(setting), "--eval-every", "0", "--save-every", "100",
+                args += [*train_args(setting), "--set", "train.eval_every=0", "--set", "train.save_every=100",
                          "--seed", str(a.seed), "--out", str(run)]
             if a.data_dir:
                 args += ["--data-dir", a.data_dir]
@@ -139,7 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("TEXTEBM_DATA"),
                     help="folder with ptb/ (default: $TEXTEBM_DATA)")
-    ap.add_argument("--settings", default="default,pretrain")
+    ap.add_argument("--settings", default="encoder,pretrain")
     ap.add_argument("--budget", type=float, default=120, help="training minutes per setting")
     ap.add_argument("--every", type=float, default=20, help="minutes of training between points")
     ap.add_argument("--samples", type=int, default=2000, help="prior samples per point")

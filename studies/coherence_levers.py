@@ -1,12 +1,13 @@
 """The coherent-model levers on demo (docs/coherence.md): train each setting, evaluate it, and
 print one JSON line per run with the prior's coherence and the samples' quality.
 
-    python -m studies.coherence_levers --settings default,gp1,gaussian --seeds 0,1,2 --out runs/coherence
+    python -m studies.coherence_levers --settings encoder,gp1,gaussian --seeds 0,1,2 --out runs/coherence
     python -m studies.coherence_levers --settings gp1 --seeds 0 --out runs/coherence --no-train
-    python -m studies.coherence_levers --settings default,gp1 --seeds 0 --max-steps 3000
+    python -m studies.coherence_levers --settings encoder,gp1 --seeds 0 --max-steps 3000
 
-A setting is `default` (`textebm train demo --recipe encoder`, the default recipe when this study
-began), a recipe's name (`gaussian`: the fair Gaussian baseline; `coherent`: the default since) or
+A setting is a recipe's name (`encoder`: the default recipe when this study began, which its
+first rows call `default`, a name still read as `encoder`; `gaussian`: the fair Gaussian
+baseline; `coherent`: the default since) or
 the name of a TOML file in studies/coherence_levers/ (`[langevin]`, `[train]`, `[prior]` sections
 on top of the `encoder` recipe). Per run, the budget is the demo default
 (1,500 iterations, or --max-steps, one thread) and then
@@ -58,7 +59,7 @@ def row(setting: str, seed: int, run: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--settings", default="default,gaussian,gp1")
+    ap.add_argument("--settings", default="encoder,gaussian,gp1")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/coherence", help="where the run folders go")
     ap.add_argument("--no-train", action="store_true", help="only read the runs already there")
@@ -67,9 +68,10 @@ def main() -> None:
     a = ap.parse_args()
     for setting in a.settings.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
-            # The default's folders are s0, s1, ... (results/demo/s0 is the README's demo run).
+            # `encoder`'s folders are s0, s1, ... (results/demo/s0 is the README's demo run, from
+            # when `encoder` was the default and its rows said `default`).
             name = setting + (f"-it{a.max_steps}" if a.max_steps else "")
-            run = Path(a.out) / (f"s{seed}" if name == "default" else f"{name}-s{seed}")
+            run = Path(a.out) / (f"s{seed}" if name in ("encoder", "default") else f"{name}-s{seed}")
             # evaluate writes eval.json after each part: one without "latent" was interrupted.
             if "latent" not in read_json(run / "eval.json"):
                 if a.no_train:
