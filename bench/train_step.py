@@ -7,6 +7,8 @@ side by side in one process on identical batches.
     python -m bench.train_step --data ... --modes ours:fp32,ours:fp32+compile  # prior chain compiled
     python -m bench.train_step --data ... --sizes-of demo --posterior encoder \
         --modes "ours,ours@train.prior_updates=2@langevin.k0=100"         # settings side by side
+    python -m bench.train_step --data ... --posterior pretrained --batch-size 64 \
+        --modes 'pretrain,ours,ours@langevin.init1="amortized"@langevin.k1=0'   # amortized inference
 
 PTB sizes by default (embedding 128, hidden 512, vocabulary from FILE, K0=60 s0=0.4 K1=20 s1=0.1:
 `--posterior paper`, so that both modes run the same chains; `--posterior encoder` times the
@@ -18,6 +20,7 @@ position, `backward()` in the chains, which also fills parameter gradients). Sam
 softmax and the same batches (`--batches`: random sentences, or the trainer's length-bucketed
 batches) in both; the modes alternate
 batch by batch, each with its own model and optimizers from the same initial weights.
+`pretrain` times `pretrain_step` (the autoencoder iteration of train.pretrain_steps) instead.
 `@SECTION.KEY=JSON` after an `ours` mode overrides a setting for that mode only (e.g. the prior
 chain's length or the EBM updates per iteration), so settings are timed against each other.
 Prints one JSON line per mode (sec_per_iter, tokens_per_sec over real tokens), then one with the
@@ -43,7 +46,7 @@ from corpora.vocab import PAD_ID, Vocab
 from textebm.config import build_config, override, parse_settings
 from common.precision import DTYPES, cpu_name, resolve
 from textebm.model import build_model
-from textebm.train import make_optimizers, train_step
+from textebm.train import make_optimizers, pretrain_step, train_step
 
 
 def plain_log_prob(model, x, z):
@@ -127,17 +130,18 @@ def main() -> None:
         head, *sets = m.split("@")
         base, plus, opt = head.partition("+")
         kind, _, p = base.partition(":")
-        if kind not in ("ours", "plain") or (p and kind == "plain") or \
+        if kind not in ("ours", "pretrain", "plain") or (p and kind == "plain") or \
                 (plus and (opt != "compile" or kind == "plain")):
             raise SystemExit(f"unknown mode {m!r}: ours, ours:fp32, ours:bf16 (each optionally "
-                             f"+compile) or plain")
+                             f"+compile), pretrain (the same) or plain")
         if sets and kind == "plain":
             raise SystemExit(f"{m!r}: settings (@...) apply to ours modes only")
         cfgs[m] = override(copy.deepcopy(cfg), parse_settings(sets))
-        prec[m] = resolve(p, dev)[0] if p else (precision if kind == "ours" else "fp32")
+        prec[m] = resolve(p, dev)[0] if p else (precision if kind != "plain" else "fp32")
         torch.manual_seed(a.seed)  # same initial weights in every mode
         model = build_model(cfgs[m], dev, prec[m], bool(plus))
-        runs[m] = (model, make_optimizers(model, cfgs[m]), train_step if kind == "ours" else plain_step)
+        step = {"ours": train_step, "pretrain": pretrain_step, "plain": plain_step}[kind]
+        runs[m] = (model, make_optimizers(model, cfgs[m]), step)
     batches = Batches(ids, a.batch_size, seed=a.seed, bucket=a.batches == "bucketed").indices(0)
     extra = {}
     low = next((m for m in modes if m.startswith("ours") and prec[m] != "fp32"), None)
@@ -170,7 +174,7 @@ def main() -> None:
     for m in modes:
         tps[m] = tokens[m] / sum(secs[m])
         print(json.dumps({**common, "mode": m, "precision": prec[m],
-                          "compile_failed": getattr(runs[m][0]._compiled_prior, "failed", None)
+                          "compile_failed": getattr(runs[m][0].prior._compiled, "failed", None)
                           if m.endswith("+compile") else None,
                           "sec_per_iter": round(float(np.mean(secs[m])), 4),
                           "tokens_per_sec": round(tps[m], 2)}))

@@ -26,7 +26,7 @@ def imported(f: Path) -> set[str]:
 
 def imports(pkg: str) -> dict[str, set[str]]:
     """{module file: project packages it imports (at any depth, lazy imports included)}"""
-    return {f.name: imported(f) - {pkg} for f in (ROOT / pkg).glob("*.py")}
+    return {str(f.relative_to(ROOT / pkg)): imported(f) - {pkg} for f in (ROOT / pkg).rglob("*.py")}
 
 
 def test_packages_import_only_the_layers_below_them():

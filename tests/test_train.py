@@ -76,7 +76,7 @@ def test_divergence_guard_names_the_step_and_keeps_the_last_good_checkpoint(demo
 def test_a_huge_prior_step_size_trips_the_guard(demo, tmp_path):
     cfg = small_cfg(5)
     cfg.langevin.s0 = 1e6
-    with pytest.raises(DivergenceError, match=r"step 1: .*--s0"):
+    with pytest.raises(DivergenceError, match=r"step 1: .*langevin.s0"):
         run(cfg, demo, tmp_path)
 
 

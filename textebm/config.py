@@ -146,7 +146,9 @@ class EncoderConfig:
     embed: int = setting(64, "Word embedding size of the encoder g(x).")
     hidden: int = setting(128, "Hidden size of each direction of its bidirectional LSTM.")
     lr: float = setting(1e-3, "Adam learning rate of the encoder.")
-
+    free_bits: float = setting(0.0, "Amortized posterior (init1 = amortized): each latent "
+                               "dimension's KL(q || N(0, I)), averaged over the batch, counts "
+                               "at least this many nats in the ELBO (0: the plain ELBO).")
 
 
 @dataclass
@@ -225,8 +227,12 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Catch impossible settings before a run folder is written (ValueError, one line)."""
         p, d, lc, t = self.prior, self.decoder, self.langevin, self.train
-        if p.kind not in ("ebm", "gaussian"):
-            raise ValueError(f"prior must be 'ebm' or 'gaussian', got {p.kind!r}")
+        # The registries (textebm.prior, textebm.posterior) say which kinds exist; imported
+        # here, not at the top, because they import these configs.
+        from textebm.posterior import POSTERIORS
+        from textebm.prior import PRIORS
+        if p.kind not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {p.kind!r}")
         if p.base not in ("standard", "fitted") or not 0 < p.base_decay < 1:
             raise ValueError(f"prior base must be 'standard' or 'fitted' with decay in (0, 1), "
                              f"got {p.base!r}, {p.base_decay}")
@@ -242,16 +248,18 @@ class RunConfig:
                              "prior_reinit in [0, 1]")
         if lc.prior_sampler not in ("chain", "mala"):
             raise ValueError(f"prior_sampler must be 'chain' or 'mala', got {lc.prior_sampler!r}")
-        if lc.init1 not in INIT1:
-            raise ValueError(f"posterior chain start (init1) must be one of {INIT1}, got {lc.init1!r}")
+        if lc.init1 not in POSTERIORS:
+            raise ValueError(f"posterior (init1) must be one of {', '.join(POSTERIORS)}, "
+                             f"got {lc.init1!r}")
         if t.batch_size < 1 or t.max_steps < 0 or t.prior_start < 0 or t.prior_updates < 1 \
                 or t.prior_chains < 0:
             raise ValueError("batch size, prior updates must be >= 1 and max steps, prior start, "
                              "prior chains >= 0")
-        if t.pretrain_steps < 0 or (t.pretrain_steps and lc.init1 != "encoder"):
-            raise ValueError("pretrain steps must be >= 0, and pretraining needs the encoder "
-                             "(posterior init 'encoder'); PTB's default recipe pretrains, so "
-                             "add --pretrain-steps 0 or --recipe coherent to start from noise")
+        if t.pretrain_steps < 0 or (t.pretrain_steps and not POSTERIORS[lc.init1].has_code):
+            raise ValueError(f"pretrain steps must be >= 0, and pretraining needs a posterior with "
+                             f"an amortized code (encoder or amortized, not {lc.init1}); PTB's "
+                             f"default recipe pretrains, so add --set train.pretrain_steps=0 (was "
+                             f"--pretrain-steps 0) or --recipe coherent to start from noise")
         if t.time_budget is not None and t.time_budget <= 0:
             raise ValueError("time budget must be > 0 minutes")
         if t.precision not in _precisions():
@@ -273,7 +281,6 @@ class RunConfig:
 
 _COMPONENTS = {"prior": PriorConfig, "decoder": DecoderConfig, "langevin": LangevinConfig,
                "encoder": EncoderConfig, "train": TrainConfig}
-INIT1 = ("noise", "persistent", "encoder")
 
 # Named training recipes (`--recipe NAME`), one table; what each is and the evidence for it:
 # docs/recipes.md#the-named-recipes-recipes (`textebm config CORPUS --recipe NAME` prints one).
@@ -301,6 +308,16 @@ RECIPES: dict[str, dict[str, dict]] = {
             "train": _ALGORITHM_1},
     "steady": {"langevin": {**_ENCODER["langevin"], "k0": PRIOR_STEPS_EACH},
                "train": {**_ALGORITHM_1, "prior_start": 50, "prior_updates": 2, "ema": 0.995}},
+    # Amortized inference and its Gaussian twin (a text VAE): docs/recipes.md#amortized-and-vae.
+    "amortized": {"langevin": {**_COHERENT["langevin"], "init1": "amortized", "k1": 0,
+                               "noise1": 1.0, "read_noise1": 0.0},
+                  "encoder": {"free_bits": 0.25},
+                  "train": _COHERENT["train"]},
+    "vae": {"prior": {"kind": "gaussian"},
+            "langevin": {**_COHERENT["langevin"], "init1": "amortized", "k1": 0, "noise1": 1.0,
+                         "read_noise1": 0.0, "sample_noise0": None},
+            "encoder": {"free_bits": 0.25},
+            "train": _ALGORITHM_1},
     # The fair Gaussian baseline: docs/recipes.md#gaussian
     "gaussian": {"prior": {"kind": "gaussian"},
                  "langevin": {**_ENCODER["langevin"], "noise1": 1.0, "sample_noise0": None,

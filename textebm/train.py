@@ -38,7 +38,7 @@ from corpora.vocab import Vocab
 from textebm.api import TextEBM
 from textebm.checkpoint import (CONFIG, load_checkpoint, load_run_files, restore_rng,
                                 save_checkpoint, save_run_files, write_json)
-from textebm.config import RunConfig
+from textebm.config import RunConfig, resume_config
 from textebm.diagnostics import LIGHT_COHERENCE, latent_use, prior_coherence
 from textebm.ema import EMA_KEY, ema_init, ema_update
 from textebm.distributed import Ranks, barrier, broadcast_object, broadcast_parameters, sum_gradients
@@ -278,16 +278,13 @@ def start_run(cfg: RunConfig, corpus: Corpus, setup: TrainSetup) -> Run:
                          "single-process only")
     if ranks.world > 1 and cfg.langevin.init1 == "persistent":
         raise ValueError("persistent posterior chains (a per-sentence bank) are single-process "
-                         "only; use --posterior-init encoder or noise with torchrun")
+                         "only; use --set langevin.init1=encoder (or noise) with torchrun")
     if t.batch_size < ranks.world:
         raise ValueError(f"batch size {t.batch_size} is smaller than the {ranks.world} processes")
     if setup.resume:
         saved_cfg, vocab = load_run_files(out)
-        # The settings a resume may extend: how long to train (a budget is kept unless given).
-        saved_cfg.train.max_steps = t.max_steps
-        if t.time_budget is not None:
-            saved_cfg.train.time_budget = t.time_budget
-        cfg = saved_cfg
+        # What a resume may change is config.resume_config's to say (how long to train).
+        cfg = resume_config(saved_cfg, t.max_steps, t.time_budget)
         t = cfg.train
         if ranks.main:
             write_json(out / CONFIG, cfg.to_dict())  # the run's record says how long it trains
@@ -425,8 +422,9 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             if bad:
                 raise DivergenceError(
                     f"step {step + 1}: {', '.join(bad)} became NaN/inf. The last good checkpoint "
-                    f"is in {out}. Lower the prior step size (--s0), the posterior step size "
-                    f"(--s1) or the learning rates (--lr-prior, --lr-decoder), then --resume.")
+                    f"is in {out}. Lower the prior step size (--set langevin.s0=...), the "
+                    f"posterior step size (langevin.s1) or the learning rates (train.lr_prior, "
+                    f"train.lr_decoder), then --resume.")
             step += 1
             if t.ema:
                 ema_update(extra[EMA_KEY], model, t.ema, step)

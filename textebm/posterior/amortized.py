@@ -28,6 +28,7 @@ from textebm.posterior.base import Posterior, register_posterior
 @register_posterior("amortized")
 class Amortized(Posterior):
     reparameterized = True
+    has_code = True
 
     def __init__(self, chain: LangevinConfig, encoder: EncoderConfig, vocab_size: int,
                  latent_dim: int):

@@ -46,6 +46,8 @@ class Posterior(nn.Module):
     # True: `train_codes` returns codes with their gradient and a loss, and the posterior's
     # weights learn in one step with the decoder's (amortized q); False: a chain's codes.
     reparameterized = False
+    # True: `code(x)` gives an amortized code (what the autoencoder pretraining trains).
+    has_code = False
 
     def train_codes(self, model, x: torch.Tensor, z0: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:

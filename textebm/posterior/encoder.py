@@ -16,6 +16,8 @@ from textebm.posterior.base import Posterior, register_posterior
 
 @register_posterior("encoder")
 class FromEncoder(Posterior):
+    has_code = True
+
     def __init__(self, chain: LangevinConfig, encoder: EncoderConfig, vocab_size: int,
                  latent_dim: int):
         super().__init__(chain, encoder, vocab_size, latent_dim)
