@@ -76,7 +76,7 @@ NOISE = typer.Option(None, "--noise", help="Prior chain noise of the samples (de
 LM = typer.Option("ngram", "--lm", help="The judge LMs: ngram (modified Kneser-Ney) or lstm; "
                   "evaluate also takes both, as ngram,lstm (--set eval.lm says more).")
 RECIPE = typer.Option(None, "--recipe", help="coherent (default), pretrained (ptb's default), "
-                      "encoder, paper, sri, steady, gaussian (docs/recipes.md).")
+                      "encoder, paper, sri, steady, gaussian, amortized, vae (docs/recipes.md).")
 SET = typer.Option([], "--set", metavar="SECTION.KEY=VALUE", help="Any setting (none: unset; lists "
                    "comma-separated); repeatable. `textebm config` lists them; evaluate: eval.*.")
 CONFIG = typer.Option(None, "--config", help="TOML file with [prior] [decoder] [langevin] [encoder] "

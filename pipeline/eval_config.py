@@ -26,10 +26,8 @@ class EvalConfig:
     nll_sentences: int = setting(0, "Test sentences for the importance-weighted NLL (0: all; n: a "
                                  "random n, seeded by the seed; -1: skip the NLL).")
     nll_samples: int = setting(20, "Importance samples (AIS chains) per sentence, a multiple of 4.")
-    nll_q_samples: int = setting(500, "Importance samples per sentence from the run's own "
-                                 "q(z|x), for runs that have one (amortized, vae).")
-    nll_proposal: str = setting("auto", "auto: the run's q(z|x) where it has one, else a proposal "
-                                "fitted to the posterior (+ AIS); fitted: always the latter.")
+    nll_q_samples: int = setting(500, "Importance samples a sentence from an amortized run's q(z|x).")
+    nll_proposal: str = setting("auto", "auto: an amortized run's q(z|x), else fitted (+ AIS).")
     nll_temperatures: int = setting(50, "AIS temperatures from the fitted q0 to each sentence's "
                                     "posterior (0: plain importance sampling from q0).")
     logz_temperatures: int = setting(40000, "AIS temperatures of log Z (3 runs of 500 chains).")
