@@ -330,7 +330,8 @@ def train(ctx: typer.Context, corpus: str = CORPUS, recipe: Optional[str] = RECI
         err.print(f"[cyan]step {ev['step']}[/cyan] valid NLL/token at posterior z "
                   f"{ev['val_recon_nll_tok']:.3f}, at random z {ev['val_random_z_nll_tok']:.3f} "
                   f"(latent gap {ev['val_gap']:.3f}; {ev['active_units']} active units, "
-                  f"I(x;z) {ev['mutual_info']:.2f} nats)")
+                  f"I(x;z) {ev['mutual_info']:.2f} nats of at most log N = "
+                  f"{ev.get('mutual_info_max', float('nan')):.2f})")
         if "energy_samples_minus_codes" in ev:
             # The light AIS of validation (500 temperatures) is a loose lower bound on log Z.
             err.print(f"  prior: E at samples {ev['energy_samples_mean']:.1f}, at codes "

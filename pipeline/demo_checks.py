@@ -68,6 +68,16 @@ def posterior_decodes(model: LatentEBM, vocab, seed: int = 0, n: int = 1000,
             "posterior_samples_exact_nll_tok": checks["samples_exact_nll_tok"]}
 
 
+def fano_information(accuracy: float, k: int) -> float:
+    """A lower bound, in nats, on the information about a uniform k-way label that a classifier
+    with this accuracy reads from its input (Fano): log k - h(1 - acc) - (1 - acc) log(k - 1).
+    The topic is a function of the sentence, so I(x; z) is at least I(topic; z), which is at least
+    this bound for the z the probe read (the reading chain's)."""
+    e = min(max(1.0 - accuracy, 0.0), 1.0 - 1.0 / k)
+    h = 0.0 if e in (0.0, 1.0) else -(e * math.log(e) + (1 - e) * math.log(1 - e))
+    return max(0.0, math.log(k) - h - e * math.log(k - 1))
+
+
 def topic_probes(model: LatentEBM, vocab, seed: int = 0,
                  probe_sentences: tuple[int, int] = (1000, 500), chains: int = PROBE_CHAINS) -> dict:
     """Topic probe accuracies on fresh demo sentences from z of one posterior chain (the run's
@@ -95,7 +105,9 @@ def topic_probes(model: LatentEBM, vocab, seed: int = 0,
                  for i in range(0, len(ids), 256)]
     init = probe(torch.cat(codes)) if all(c is not None for c in codes) else None
     bayes = float(np.mean([demo.topic_posterior(t).argmax() == k for k, t in labelled[n_tr:]]))
-    return {"topic_probe_acc": probe(one), "topic_probe_mean_acc": probe(many.mean(1)),
+    acc = probe(one)
+    return {"topic_probe_acc": acc, "topic_info_fano": fano_information(acc, len(demo.TOPICS)),
+            "topic_probe_mean_acc": probe(many.mean(1)),
             "topic_probe_init_acc": init, "topic_bayes_acc": bayes, "probe_chains": chains,
             "z_within_var": float(many.var(1).mean()), "z_between_var": float(many.mean(1).var(0).mean())}
 

@@ -21,7 +21,7 @@ import torch
 from corpora.registry import load_corpus
 from pipeline import demo_checks
 from textebm.api import load
-from textebm.config import build_config
+from textebm.config import build_config, parse_settings
 from textebm.train import TrainSetup, train
 
 KEEP = ("val_recon_nll_tok", "val_random_z_nll_tok", "val_gap", "active_units", "mutual_info",
@@ -36,16 +36,22 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--root", default="runs/study/amortized")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a further setting for every run (repeatable); named in the folder")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     corpus = load_corpus("demo")
+    extra = parse_settings(a.set)
+    tag = "".join(f"-{k.split('.')[-1]}{v}" for k, v in (item.split("=", 1) for item in a.set))
     for recipe in a.recipes.split(","):
         for bits in (float(b) for b in a.free_bits.split(",")):
             for seed in (int(s) for s in a.seeds.split(",")):
-                out = Path(a.root) / f"{recipe}-fb{bits:g}-s{seed}"
+                out = Path(a.root) / f"{recipe}-fb{bits:g}{tag}-s{seed}"
                 if not (out / "summary.json").exists():
-                    cfg = build_config("demo", recipe, flags={"train": {"seed": seed},
-                                                              "encoder": {"free_bits": bits}})
+                    flags = {s: dict(v) for s, v in extra.items()}
+                    flags.setdefault("train", {})["seed"] = seed
+                    flags.setdefault("encoder", {})["free_bits"] = bits
+                    cfg = build_config("demo", recipe, flags=flags)
                     train(cfg, corpus, TrainSetup(out, torch.device("cpu"), progress=False))
                 summary = json.loads((out / "summary.json").read_text())
                 ev = summary["last_eval"]
@@ -53,6 +59,7 @@ def main() -> None:
                 sents = tm.sample_chains(a.samples, seed=seed).sentences
                 g = demo_checks.grammar_checks([s.split() for s in sents])
                 print(json.dumps({"recipe": recipe, "free_bits": bits, "seed": seed,
+                                  "settings": a.set,
                                   "steps": summary["step"],
                                   "train_seconds": round(summary["train_seconds"], 1),
                                   **{k: ev.get(k) for k in KEEP},

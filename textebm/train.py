@@ -227,7 +227,7 @@ def validation_metrics(model: LatentEBM, valid_ids: list[list[int]], seed: int) 
             "descent_energy_min", "descent_below_codes_p01", "log_z_ais", "log_z_plain_mc")
     return {"val_recon_nll_tok": d["nll_tok_posterior_z"], "val_random_z_nll_tok": d["nll_tok_random_z"],
             "val_gap": d["gap_nats_tok"], "active_units": d["active_units"],
-            "mutual_info": d["mutual_info"], "mutual_info_raw": d["mutual_info_raw"],
+            "mutual_info": d["mutual_info"], "mutual_info_max": d["mutual_info_max"],
             **{k: c[k] for k in keep if k in c}}
 
 
