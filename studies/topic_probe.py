@@ -75,7 +75,7 @@ def main() -> None:
             res = topic_probes(tm.model, tm.vocab, a.seed)
             res["nll_tok_posterior_z"] = recon_nll(tm.model, valid, a.seed)
             print(json.dumps({"bench": "topic_probe", "run": str(run), "chain": name,
-                              "schedule": lc.posterior_steps(read=True),
+                              "schedule": lc.posterior_step_sizes(read=True),
                               "noise1": lc.posterior_noise(read=True), "k1": lc.k1,
                               "prior": cfg.prior.kind, "lr_prior": cfg.train.lr_prior,
                               "seed": cfg.train.seed,

@@ -44,9 +44,9 @@ def test_layers_apply_in_order_corpus_recipe_toml_flags():
 def test_a_constant_s1_replaces_the_recipes_schedule():
     # --s1 used to do nothing while a schedule was set (always, by default).
     cfg = build_config("demo", None, None, {"langevin": {"s1": 0.07}})
-    assert cfg.langevin.s1_schedule == [] and cfg.langevin.posterior_steps() == 0.07
+    assert cfg.langevin.s1_schedule == [] and cfg.langevin.posterior_step_sizes() == 0.07
     both = build_config("demo", None, None, {"langevin": {"s1": 0.07, "s1_schedule": [0.3, 0.1]}})
-    assert both.langevin.posterior_steps() == [0.3, 0.1]
+    assert both.langevin.posterior_step_sizes() == [0.3, 0.1]
 
 
 def test_recipes_do_not_share_mutable_lists():
@@ -62,7 +62,7 @@ def test_a_config_without_the_newer_fields_loads_as_the_code_then_ran():
            "train": {"corpus": "demo"}}
     lc = RunConfig.from_dict(old).langevin
     assert (lc.s1_schedule, lc.read_schedule, lc.read_noise1, lc.sample_noise0) == ([], [], None, None)
-    assert lc.sampling_noise() == 1.0 and lc.posterior_steps(read=True) == 0.1
+    assert lc.sampling_noise() == 1.0 and lc.posterior_step_sizes(read=True) == 0.1
     assert lc.prior_buffer == 0 and RunConfig.from_dict(old).train.grad_penalty == 0.0
     assert set(LEGACY["langevin"]) <= set(asdict(lc))
 

@@ -126,7 +126,7 @@ class LangevinConfig:
         """The prior chain's length for samples (sample, evaluate, validation samples)."""
         return self.k0 if self.sample_k0 is None else self.sample_k0
 
-    def posterior_steps(self, read: bool = False) -> float | list[float]:
+    def posterior_step_sizes(self, read: bool = False) -> float | list[float]:
         """The posterior chain's step size: the schedule where one is set, else s1. `read`: the
         reading chain's (read_schedule where set)."""
         if read and self.read_schedule:

@@ -89,7 +89,7 @@ class Posterior(nn.Module):
         from textebm.model import frozen
         cfg = self.chain_cfg
         steps = cfg.k1 if steps is None else steps
-        step_size = cfg.posterior_steps(read) if step_size is None else step_size
+        step_size = cfg.posterior_step_sizes(read) if step_size is None else step_size
         was_training = model.training
         model.eval()
         try:
