@@ -169,12 +169,21 @@ def _toml(path: Optional[Path]) -> dict:
         raise ValueError(f"--config {path}: {e}") from None
 
 
+def _run_dir(checkpoint: Optional[Path]) -> Path:
+    """The run folder a command reads: --checkpoint, or the latest run, named on stderr."""
+    from textebm.runs import latest_run
+    if checkpoint:
+        return Path(checkpoint)
+    run = latest_run()
+    note(f"run: {run} (the latest; --checkpoint DIR picks another)")
+    return run
+
+
 def _open_run(checkpoint: Optional[Path], device: str, precision: Optional[str] = None,
               compile: bool = False, last_weights: bool = False):
     from textebm.api import load
     from textebm.device import pick_device
-    from textebm.runs import resolve
-    return load(resolve(checkpoint), pick_device(device), precision, compile, average=not last_weights)
+    return load(_run_dir(checkpoint), pick_device(device), precision, compile, average=not last_weights)
 
 
 def _note_unknown(unknown) -> None:
@@ -292,7 +301,7 @@ def train(ctx: typer.Context, corpus: str = CORPUS, recipe: Optional[str] = RECI
     from textebm.config import build_config, resume_config, resume_ignored
     from textebm.device import pick_device
     from textebm.plots import plot_curves
-    from textebm.runs import mark_latest, new_run_dir
+    from textebm.runs import mark_latest, new_run_dir, settle_failed_run
     from textebm.train import TrainSetup, train as train_model
 
     settings, renamed, corpus = _run_settings(ctx, sets, corpus, prior, max_steps, time_budget,
@@ -341,16 +350,35 @@ def train(ctx: typer.Context, corpus: str = CORPUS, recipe: Optional[str] = RECI
         for s in ev["samples"]:
             note(f"  > {s}")
 
-    # One writer per run folder: a second train on it refuses while this one lives.
+    # One writer per run folder: a second train on it refuses while this one lives. The folder
+    # becomes runs/latest once it holds a checkpoint (at a validation after the first save, or at
+    # the end); a start that fails leaves latest where it was and removes the folder it made.
+    created = not Path(run_dir).exists()
     lock = RunLock(Path(run_dir), "textebm train", create=not resume).acquire() if ranks.main else None
     if ranks.main:
-        mark_latest(run_dir) if not resume else None
         err.print(f"run folder: {run_dir}" + (f" ({ranks.world} processes)" if ranks.world > 1 else ""))
+    marked = [False]
+
+    def on_eval_and_mark(ev):
+        on_eval(ev)
+        if not marked[0]:
+            marked[0] = mark_latest(run_dir)
+
     try:
         summary = train_model(cfg, data, TrainSetup(Path(run_dir), dev, progress=not quiet,
                                                     resume=resume is not None, ranks=ranks,
                                                     tensorboard=tensorboard),
-                              on_eval=on_eval)
+                              on_eval=on_eval_and_mark)
+    except BaseException as e:
+        if lock:
+            lock.release()
+            lock = None
+        if ranks.main and not resume:
+            what = settle_failed_run(Path(run_dir), created, e)
+            if what != "latest":
+                note(f"no checkpoint was written: runs/latest is unchanged (the run folder "
+                     f"{'was removed' if what == 'removed' else 'is kept, marked failed'})")
+        raise
     finally:
         distributed.close()
         if lock:
@@ -533,8 +561,7 @@ def report(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
     interpolations and the Table 2 row beside the paper's. Images inlined; opens offline."""
     from pipeline.report import ReportConfig, build_report
     from common.storage import atomic_write
-    from textebm.runs import resolve
-    run_dir = resolve(run)
+    run_dir = _run_dir(run)
     if not (run_dir / "config.json").exists():
         raise ValueError(f"{run_dir} is not a run folder (no config.json)")
     model = _open_run(run_dir, device) if (run_dir / "checkpoint.pt").exists() else None
@@ -650,7 +677,6 @@ def evaluate(ctx: typer.Context, checkpoint: Optional[Path] = CHECKPOINT,
     from rich.progress import Progress
     from pipeline.eval_config import EVAL_FLAGS, EVAL_SETTINGS, EvalConfig
     from pipeline.evaluate import evaluate_run
-    from textebm.runs import resolve
     named = {"num_samples": num_samples, "lm": lm, "order": order, "decode": decode,
              "nll_sentences": nll_sentences, "diag_sentences": diag_sentences, "parts": parts,
              "noise": noise, "sampler": sampler, "seed": seed, "precision": precision}
@@ -658,7 +684,7 @@ def evaluate(ctx: typer.Context, checkpoint: Optional[Path] = CHECKPOINT,
                                  EVAL_FLAGS, EVAL_SETTINGS)
     cfg = EvalConfig(**settings.get("eval", {}))
     cfg.check()  # a bad --lm, --parts or --nll-samples fails here, before anything is loaded
-    run_dir = resolve(checkpoint)
+    run_dir = _run_dir(checkpoint)
     tm = _open_run(run_dir, device, precision, compile, last_weights)
     t = tm.config.train
     corpus = _load(t.corpus, data_dir, t.train_split, t.max_len, t.on_long)

@@ -275,3 +275,45 @@ def test_a_resume_keeps_the_record_and_names_what_it_ignores(tmp_path):
     assert "ignored: langevin.k0=9 (recorded 3)" in r.stderr and "train.seed" not in r.stderr
     d = json.loads((out / "config.json").read_text())
     assert (d["langevin"]["k0"], d["train"]["max_steps"]) == (3, 5)
+
+
+def test_a_failed_start_leaves_latest_on_the_last_readable_run(tmp_path, monkeypatch):
+    # A run folder becomes runs/latest only once it holds a checkpoint: a start that fails (a
+    # corpus without its train split) removes the folder it made and leaves latest where it was,
+    # and `sample` without --checkpoint reads the earlier run, naming it on stderr.
+    from textebm.runs import FAILED, list_runs, settle_failed_run
+    monkeypatch.setenv("TEXTEBM_RUNS", str(tmp_path / "runs"))
+    r = runner.invoke(app, ["train", "demo", *TINY])
+    assert r.exit_code == 0, r.output
+    latest = tmp_path / "runs" / "latest"
+    demo_run = latest.read_text().strip()
+    assert demo_run.startswith(str((tmp_path / "runs" / "demo").resolve()))
+    data = tmp_path / "data" / "yahoo"
+    data.mkdir(parents=True)
+    for split in ("valid", "test"):
+        (data / f"yahoo.{split}.txt").write_text("a b c\nd e f\n")
+    r = runner.invoke(app, ["train", "yahoo", "--data-dir", str(tmp_path / "data"), *TINY])
+    assert r.exit_code == 2 and "train split is missing" in r.stderr, r.output
+    assert "runs/latest is unchanged" in r.stderr
+    assert latest.read_text().strip() == demo_run
+    assert not (tmp_path / "runs" / "yahoo").exists()           # the empty folder is gone
+    r = runner.invoke(app, ["sample", "--steps", "5", "--num", "2", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"run: {demo_run} (the latest" in r.stderr
+    assert len(r.stdout.strip().splitlines()) == 2
+    # A run that stopped after some steps but before its first checkpoint is kept, marked failed,
+    # and latest still does not move to it.
+    kept = tmp_path / "runs" / "demo" / "diverged"
+    kept.mkdir()
+    (kept / "config.json").write_text((tmp_path / "runs" / "demo").joinpath(
+        demo_run.rsplit("/", 1)[1], "config.json").read_text())
+    (kept / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert settle_failed_run(kept, True, ValueError("boom")) == "failed"
+    assert "ValueError: boom" in (kept / FAILED).read_text()
+    assert latest.read_text().strip() == demo_run
+    assert {r["run"]: r["status"] for r in list_runs(tmp_path / "runs")}[str(kept)] == "failed"
+    # A marker left (by an older version) on a folder without a checkpoint falls back to the
+    # newest run that has one.
+    latest.write_text(str(kept) + "\n")
+    r = runner.invoke(app, ["sample", "--steps", "5", "--num", "1", "--seed", "0"])
+    assert r.exit_code == 0 and f"run: {demo_run}" in r.stderr, r.output

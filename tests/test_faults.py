@@ -198,6 +198,8 @@ def test_two_processes_marking_the_latest_run_at_once_both_succeed(tmp_path):
     # Each writer waits at a barrier (both ready files present) so that their loops overlap.
     code = ("import sys, time\nfrom pathlib import Path\nfrom textebm.runs import mark_latest\n"
             "run, me, other = sys.argv[1:]\nPath(me).touch()\n"
+            "Path(run).mkdir()\n[(Path(run) / f).touch() for f in ('config.json', 'vocab.txt', "
+            "'checkpoint.pt')]\n"
             "while not Path(other).exists():\n    time.sleep(0.001)\n"
             "for i in range(2000):\n    mark_latest(run)\n")
     env = {**os.environ, "TEXTEBM_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(REPO)}

@@ -1,8 +1,13 @@
-"""Where runs live: `runs/<corpus>/<timestamp>/`, and `runs/latest` naming the newest one."""
+"""Where runs live: `runs/<corpus>/<timestamp>/`, and `runs/latest` naming the newest run that
+can be read: a folder becomes `latest` only once it holds a checkpoint (config.json, vocab.txt and
+checkpoint.pt, each written atomically, so present means complete). A run that stops before its
+first checkpoint leaves `latest` where it was: its folder is removed if the start failed, or kept
+with `failed.txt` saying why (`settle_failed_run`)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,18 +25,65 @@ def new_run_dir(corpus: str) -> Path:
     return runs_root() / name / time.strftime("%Y%m%d-%H%M%S")
 
 
-def mark_latest(run_dir: Path) -> None:
+FAILED = "failed.txt"   # a run that stopped before its first checkpoint: the error, kept
+RUN_FILES = ("config.json", "vocab.txt", "checkpoint.pt")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds what `textebm.load` reads (each file is written atomically)."""
+    return all((Path(run_dir) / f).is_file() for f in RUN_FILES)
+
+
+def mark_latest(run_dir: Path) -> bool:
+    """Point runs/latest at `run_dir` if it holds a checkpoint; False (latest unchanged) if not."""
+    if not has_checkpoint(run_dir):
+        return False
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "latest", (str(Path(run_dir).resolve()) + "\n").encode())
+    return True
+
+
+def settle_failed_run(run_dir: Path, created: bool, error: BaseException | None) -> str:
+    """After `train` stopped on an error: 'latest' if the folder holds a checkpoint (marked latest:
+    an interrupted or diverged run that saved one can be read and resumed); 'removed' if this
+    command made the folder and no training step was recorded (a failed start: a missing split, a
+    bad setting); else 'failed' (the folder kept, its error in failed.txt, latest unchanged)."""
+    run_dir = Path(run_dir)
+    if mark_latest(run_dir):
+        return "latest"
+    if not run_dir.is_dir():
+        return "removed"
+    metrics = run_dir / "metrics.jsonl"
+    if created and not (metrics.is_file() and metrics.stat().st_size):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        parent, root = run_dir.resolve().parent, runs_root().resolve()
+        if parent != root and root in parent.parents:
+            try:
+                parent.rmdir()   # runs/<corpus>/ itself, if this was its only run
+            except OSError:
+                pass
+        return "removed"
+    why = f"{type(error).__name__}: {error}" if error is not None else "stopped"
+    atomic_write(run_dir / FAILED, f"{why}\n".encode())
+    return "failed"
 
 
 def latest_run() -> Path:
+    """The run runs/latest names. A marker left by an older version on a folder without a
+    checkpoint falls back to the newest run under runs/ that has one."""
     marker = runs_root() / "latest"
     if not marker.is_file():
         raise CheckpointError(f"no run recorded in {marker}: train one (textebm train demo) "
                               "or pass --checkpoint DIR")
-    return Path(marker.read_text().strip())
+    run = Path(marker.read_text().strip())
+    if has_checkpoint(run):
+        return run
+    ready = [c.parent for c in runs_root().rglob("checkpoint.pt") if has_checkpoint(c.parent)]
+    if not ready:
+        raise CheckpointError(f"{marker} names {run}, which holds no checkpoint, and no run under "
+                              f"{runs_root()} has one: train one or pass --checkpoint DIR")
+    return max(ready, key=lambda r: (r / "checkpoint.pt").stat().st_mtime)
 
 
 def resolve(checkpoint: Path | None) -> Path:
@@ -43,7 +95,8 @@ def list_runs(root: Path) -> list[dict]:
     recipe (prior, posterior start, prior sampler), steps, training seconds, the last
     validation's NLL/token and latent gap, FPPL/RPPL and NLL where evaluated, and the status:
     training (a live lock), finished (summary.json at its recorded length or time budget),
-    unknown (no metrics or summary), interrupted (anything else)."""
+    failed (stopped before its first checkpoint: failed.txt), unknown (no metrics or summary),
+    interrupted (anything else)."""
     out = []
     for cfg_path in sorted(Path(root).rglob("config.json")):
         run = cfg_path.parent
@@ -62,6 +115,8 @@ def list_runs(root: Path) -> list[dict]:
         step = steps[-1]["step"] if steps else 0
         if lock_owner(run / ".lock") is not None:
             status = "training"
+        elif (run / FAILED).is_file() and not (run / "checkpoint.pt").is_file():
+            status = "failed"
         elif not lines and not summary:
             status = "unknown"   # no training record (a copied or hand-made folder)
         elif summary and (summary.get("step", 0) >= t["max_steps"] or t.get("time_budget")):
