@@ -386,8 +386,9 @@ def train(ctx: typer.Context, corpus: str = CORPUS, recipe: Optional[str] = RECI
     if ranks.main:
         mark_latest(run_dir)
         plot_curves(Path(run_dir) / "metrics.jsonl", Path(run_dir) / "curves.png")
-        out.print(f"done: {summary['step']} steps, {summary['train_seconds']:.0f} s of training "
-                  f"({summary['precision']}, {summary['threads']} threads) -> {run_dir}")
+        out.print(f"done: {summary['step']} steps, {summary['train_seconds']:.0f} s of training, "
+                  f"{summary['valid_seconds']:.0f} s of validation ({summary['precision']}, "
+                  f"{summary['threads']} threads) -> {run_dir}", soft_wrap=True, highlight=False)
 
 
 # ---- reading a trained model -------------------------------------------------------------------
@@ -532,8 +533,9 @@ def score(input_file: Path = typer.Argument(..., **TEXT_FILE),
 def runs(root: Optional[Path] = typer.Argument(None, help="Folder to search (default: runs/, or "
                                                 "$TEXTEBM_RUNS)."),
          as_json: bool = JSON):
-    """One line per run folder: corpus, recipe, steps, training time, last validation, FPPL /
-    RPPL / NLL where evaluated, and status (finished, interrupted, training)."""
+    """One line per run folder: corpus, recipe, steps, training and validation seconds, last
+    validation, FPPL / RPPL / NLL where evaluated, and status (finished, interrupted, failed,
+    training)."""
     from textebm.runs import list_runs, runs_root
     rows = list_runs(root or runs_root())
     if as_json:
@@ -543,11 +545,11 @@ def runs(root: Optional[Path] = typer.Argument(None, help="Folder to search (def
         err.print(f"no runs under {root or runs_root()}")
         return
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    print(f"{'run':<32} {'corpus':<8} {'recipe':<22} {'steps':>11} {'train s':>8} "
+    print(f"{'run':<32} {'corpus':<8} {'recipe':<22} {'steps':>11} {'train s':>8} {'valid s':>8} "
           f"{'val nll':>8} {'gap':>6} {'FPPL':>8} {'RPPL':>8} {'NLL':>8}  status")
     for r in rows:
         print(f"{r['run'][-32:]:<32} {str(r['corpus'])[:8]:<8} {r['recipe'][:22]:<22} "
-              f"{str(r['steps']) + '/' + str(r['max_steps']):>11} {fmt(r['train_seconds'], '.0f'):>8} "
+              f"{str(r['steps']) + '/' + str(r['max_steps']):>11} {fmt(r['train_seconds'], '.0f'):>8} {fmt(r['valid_seconds'], '.0f'):>8} "
               f"{fmt(r['val_nll_tok'], '.3f'):>8} {fmt(r['val_gap'], '.3f'):>6} {fmt(r['fppl'], '.1f'):>8} "
               f"{fmt(r['rppl'], '.1f'):>8} {fmt(r['nll'], '.2f'):>8}  {r['status']}")
 

@@ -317,3 +317,38 @@ def test_a_failed_start_leaves_latest_on_the_last_readable_run(tmp_path, monkeyp
     latest.write_text(str(kept) + "\n")
     r = runner.invoke(app, ["sample", "--steps", "5", "--num", "1", "--seed", "0"])
     assert r.exit_code == 0 and f"run: {demo_run}" in r.stderr, r.output
+
+
+def test_one_training_time_figure_with_validation_beside_it(tmp_path, monkeypatch):
+    # Training seconds leave validation out (and validation stops the time budget's clock):
+    # `done`, summary.json, `textebm runs --json` and the checkpoint give the same figure, and
+    # validation's seconds (each eval line's, summed) stand beside it.
+    import re
+    import time
+    import torch
+    import textebm.train as train_mod
+    real = train_mod.validation_metrics
+
+    def slow_validation(*a, **k):
+        time.sleep(0.5)
+        return real(*a, **k)
+    monkeypatch.setattr(train_mod, "validation_metrics", slow_validation)
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((run / "summary.json").read_text())
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in evals if m.get("kind") == "eval"]
+    assert len(evals) == 2 and all(m["valid_seconds"] >= 0.5 for m in evals)
+    assert summary["valid_seconds"] == pytest.approx(sum(m["valid_seconds"] for m in evals))
+    # The two sleeps are off the training clock, on the session's wall clock.
+    assert summary["train_seconds"] <= summary["seconds"] - 1.0
+    r2 = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+    row = [json.loads(l) for l in r2.stdout.splitlines()][0]
+    assert row["train_seconds"] == summary["train_seconds"]
+    assert row["valid_seconds"] == summary["valid_seconds"]
+    done = re.search(r"done: 4 steps, (\d+) s of training, (\d+) s of validation", r.stdout)
+    assert done and int(done[1]) == round(summary["train_seconds"])
+    assert int(done[2]) == round(summary["valid_seconds"])
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["train_seconds"] == summary["train_seconds"]

@@ -159,9 +159,9 @@ class TrainConfig:
                                  "settings may have changed it since, and config.json records "
                                  "what ran.")
     max_steps: int = setting(40000, "Training iterations (paper: ~40,000).")
-    time_budget: float | None = setting(None, "Stop after this many minutes of training, counted "
-                                        "over resumes (or at max_steps, whichever comes first); "
-                                        "none: no limit.")
+    time_budget: float | None = setting(None, "Stop after this many minutes of training (validation "
+                                        "not counted), counted over resumes (or at max_steps, "
+                                        "whichever comes first); none: no limit.")
     batch_size: int = setting(64, "Sentences per mini-batch.")
     lr_prior: float = setting(1e-3, "Adam learning rate of the EBM (with energy_reg; "
                               "docs/recipes.md#the-ebms-learning-rate-trainlr_prior).")

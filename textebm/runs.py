@@ -92,7 +92,8 @@ def resolve(checkpoint: Path | None) -> Path:
 
 def list_runs(root: Path) -> list[dict]:
     """One dict per run folder under `root` (any folder holding config.json, at any depth): corpus,
-    recipe (prior, posterior start, prior sampler), steps, training seconds, the last
+    recipe (prior, posterior start, prior sampler), steps, training seconds (without validation;
+    summary.json's figure) and validation seconds (None for runs older than the split), the last
     validation's NLL/token and latent gap, FPPL/RPPL and NLL where evaluated, and the status:
     training (a live lock), finished (summary.json at its recorded length or time budget),
     failed (stopped before its first checkpoint: failed.txt), unknown (no metrics or summary),
@@ -123,12 +124,20 @@ def list_runs(root: Path) -> list[dict]:
             status = "finished"
         else:
             status = "interrupted"
+        # One training-time figure (train.py's clock: no validation): summary.json's where it
+        # records the last step, else the last step's; validation's seconds beside it.
+        train_s = steps[-1].get("seconds") if steps else None
+        if summary.get("train_seconds") is not None and summary.get("step") == step:
+            train_s = summary["train_seconds"]
+        valid_s = summary.get("valid_seconds") if summary.get("step") == step else None
+        if valid_s is None and any("valid_seconds" in m for m in evals):
+            valid_s = sum(m.get("valid_seconds") or 0.0 for m in evals)
         out.append({
             "run": str(run), "corpus": t.get("corpus"),
             "recipe": t.get("recipe") or f"{cfg.get('prior', {}).get('kind', 'ebm')}/"
                       f"{lc.get('init1', 'noise')}/{lc.get('prior_sampler', 'chain')}",
             "steps": step, "max_steps": t["max_steps"],
-            "train_seconds": steps[-1].get("seconds") if steps else None,
+            "train_seconds": train_s, "valid_seconds": valid_s,
             "val_nll_tok": evals[-1].get("val_recon_nll_tok") if evals else None,
             "val_gap": evals[-1].get("val_gap") if evals else None,
             "fppl": ev.get("fppl"), "rppl": ev.get("rppl"),

@@ -32,7 +32,7 @@ from common.interrupt import DeferredStop
 from common.progress import Bar
 from common.tensorboard import open_writer, samples_text, scalars
 from corpora.registry import Corpus
-from common.storage import append_line, trim_jsonl
+from common.storage import append_line, read_jsonl, trim_jsonl
 from corpora.subword import SubwordTokenizer, run_tokenizer, to_units
 from corpora.vocab import Vocab
 from textebm.api import TextEBM
@@ -386,10 +386,13 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
     epoch_cache: dict[int, list] = {}
     last_eval: dict = {}
     metrics: dict = {}
-    t0, tokens_seen = time.time(), 0
+    # The run's clock (`seconds`, train_seconds, the time budget) is training time: iterations,
+    # their logging and checkpoint saves, over all resumes; validation and the samples shown
+    # beside it stop it, and each eval line records its own `valid_seconds`.
+    t0, tokens_seen, valid_s = time.time(), 0, 0.0
 
     def seconds() -> float:  # training time of the run so far, over all its resumes
-        return run.seconds_before + time.time() - t0
+        return run.seconds_before + time.time() - t0 - valid_s
 
     def out_of_time() -> bool:  # rank 0's clock decides, so all ranks stop at the same step
         return budget_s < math.inf and broadcast_object(seconds() >= budget_s, ranks)
@@ -431,7 +434,8 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
             ntok = int(scored_lengths[mine].sum())  # from the host: no device sync
             tokens_seen += ntok
             metrics.update(step=step, epoch=epoch, tokens=ntok,
-                           tok_s=tokens_seen / max(time.time() - t0, 1e-9), seconds=seconds())
+                           tok_s=tokens_seen / max(time.time() - t0 - valid_s, 1e-9),
+                           seconds=seconds())
             if not ranks.main:
                 continue
             append_line(metrics_path, json.dumps(metrics), metrics_f)
@@ -441,15 +445,17 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
                 bar.update(step, _bar_info(metrics, last_eval))
             last = step == t.max_steps or seconds() >= budget_s
             if t.eval_every and (step % t.eval_every == 0 or last) and valid_ids:
+                v0 = time.time()
                 shown = view.sample_chains(t.samples_shown, seed=t.seed + 2).sentences
                 last_eval = {"step": step, "kind": "eval", **validation_metrics(model, valid_ids, t.seed + 1),
-                             "samples": shown}
+                             "samples": shown, "valid_seconds": round(time.time() - v0, 3)}
                 append_line(metrics_path, json.dumps(last_eval), metrics_f)
                 metrics_f.flush()
                 if tb:
                     _tensorboard_eval(tb, view, last_eval, t.seed + 2)
                 if on_eval:
                     on_eval(last_eval)
+                valid_s += time.time() - v0   # validation, TensorBoard and printing: off the clock
             if t.save_every and step % t.save_every == 0:
                 save_checkpoint(out, model, opts, step, extra | {"train_seconds": seconds()})
     except KeyboardInterrupt:
@@ -469,9 +475,13 @@ def train(cfg: RunConfig, corpus: Corpus, setup: TrainSetup, on_eval=None) -> di
         return {"step": step, "run_dir": str(out), "rank": ranks.rank}
     total = seconds()
     save_checkpoint(out, model, opts, step, extra | {"train_seconds": total})
+    # Validation over all of the run's sessions: the eval lines that metrics.jsonl kept.
+    valid_total = sum(m.get("valid_seconds") or 0.0 for m in read_jsonl(metrics_path)
+                      if m.get("kind") == "eval")
     summary = {"step": step, "run_dir": str(out), "corpus": corpus.describe(),
                "final_train_nll_tok": metrics.get("nll_tok"),
                "last_eval": last_eval, "seconds": time.time() - t0, "train_seconds": total,
+               "valid_seconds": valid_total,
                "sentences_seen": step * t.batch_size, "time_budget_min": t.time_budget,
                "precision": t.precision_used, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
