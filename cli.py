@@ -699,19 +699,24 @@ def evaluate(ctx: typer.Context, checkpoint: Optional[Path] = CHECKPOINT,
     if as_json:
         print(json.dumps(res))
     else:
+        # The file as it is: rich would wrap it at 80 columns when stdout is a pipe or a file.
         if (run_dir / "eval.md").exists():
-            out.print((run_dir / "eval.md").read_text(), markup=False, highlight=False)
+            sys.stdout.write((run_dir / "eval.md").read_text())
+            sys.stdout.flush()
         if res.get("nll") and "fppl" not in res:
             r = res["nll"]
             out.print(f"NLL {r['nll']:.2f} ± {r['nll_se']:.2f} nats/sentence "
                       f"({r['of_test']} test sentences); log Z {r['log_z']:.2f} "
                       f"(AIS spread {r['log_z_estimate'].get('spread', 0):.2f}); importance ESS "
                       f"median {r['ess']['median']:.1f} of {r['ess']['of']}; floor violations "
-                      f"{r['floor']['violations']} of {r['floor']['checked']}", highlight=False)
+                      f"{r['floor']['violations']} of {r['floor']['checked']}", highlight=False,
+                      soft_wrap=True)
         if res.get("latent"):
             out.print("latent: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in res["latent"].items()), highlight=False)
-        out.print(f"wrote {run_dir / 'eval.json'}, eval.md and samples.txt")
+                                             for k, v in res["latent"].items()), highlight=False,
+                      soft_wrap=True, markup=False)
+        out.print(f"wrote {run_dir / 'eval.json'}, eval.md and samples.txt", soft_wrap=True,
+                  highlight=False)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,28 @@ def test_the_nll_part_scores_the_same_sentences_under_the_lstm_judge(tmp_path, m
     assert j["judge_nll"] == pytest.approx(alone["nll"] / 7, rel=1e-9)
     assert j["model_nll"] == pytest.approx(res["nll"]["nll"], rel=1e-9)
     assert j["model_minus_judge"] == pytest.approx(j["model_nll"] - j["judge_nll"], rel=1e-9)
+
+
+def test_the_printed_table_is_whole_when_stdout_is_a_pipe(tmp_path, monkeypatch):
+    # Piped (CliRunner's stdout is no terminal), the copy of eval.md that evaluate prints is the
+    # file itself: rich wrapped it at 80 columns, breaking the table's rows across lines.
+    import pipeline.evaluate as ev
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "demo", "--out", str(run), *TINY])
+    assert r.exit_code == 0, r.output
+    res = {"fppl": 1162.0412, "rppl": 286.5231, "real_fppl": 22.1017, "lm": "ngram", "samples": 60,
+           "nll": None, "latent": {"gap_nats_tok": 0.0024, "mutual_info": 0.26,
+                                   **{f"key_{i}": float(i) for i in range(30)}}}
+
+    def evaluated(tm, corpus, run_dir, cfg, progress=None, log=None):
+        (run_dir / "eval.md").write_text(ev.table2_markdown("a-run-name-" * 4, "demo", res))
+        return res
+    monkeypatch.setattr(ev, "evaluate_run", evaluated)
+    r = runner.invoke(app, ["evaluate", "--checkpoint", str(run)])
+    assert r.exit_code == 0, r.output
+    md = (run / "eval.md").read_text()
+    assert max(map(len, md.splitlines())) > 80 and md in r.stdout
+    table = [ln for ln in r.stdout.splitlines() if ln.startswith("|")]
+    assert len(table) == 3 and {ln.count("|") for ln in table} == {10}
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("latent: ")]) == 1
+    assert "key_29 29" in next(ln for ln in r.stdout.splitlines() if ln.startswith("latent: "))
