@@ -43,15 +43,31 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path):
     assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4, 5, 6]
 
 
-def test_checkpoint_round_trip(demo, tmp_path):
+def test_checkpoint_round_trip(demo, tmp_path, monkeypatch):
+    import copy
+    trained = {}
+    real_save = train_mod.save_checkpoint
+
+    def keep_the_trained_model(out, model, *args, **kwargs):   # a spy: the save is unchanged
+        trained["model"] = copy.deepcopy(model)
+        return real_save(out, model, *args, **kwargs)
+    monkeypatch.setattr(train_mod, "save_checkpoint", keep_the_trained_model)
     run(small_cfg(2), demo, tmp_path)
     cfg, vocab = load_run_files(tmp_path)
     assert cfg.decoder.vocab_size == len(vocab) and cfg.decoder.embed == 16
     model = build_model(cfg)
     model.load_state_dict(load_checkpoint(tmp_path)["model"])
     ids = [vocab.encode(s) for s in demo.split("valid")[:20]]
-    # Same weights, same fixed-seed chains: the same reconstruction NLL twice.
-    assert reconstruction_nll(model, ids, 5) == reconstruction_nll(model, ids, 5)
+    # The model read back from the folder is the one training ended with in memory: the same
+    # weights, so the same reconstruction NLL from the same fixed-seed chains; an untrained model
+    # of the same settings reads differently.
+    mem = trained["model"]
+    for k, v in mem.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    want = reconstruction_nll(mem, ids, 5)
+    assert reconstruction_nll(model, ids, 5) == want
+    torch.manual_seed(123)
+    assert reconstruction_nll(build_model(cfg), ids, 5) != pytest.approx(want, abs=1e-3)
     # A checkpoint is plain tensors and containers: weights_only loading accepts it.
     torch.load(tmp_path / "checkpoint.pt", weights_only=True)
 
