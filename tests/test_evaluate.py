@@ -30,16 +30,13 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), *EVAL])
     assert r.exit_code == 0, r.output
     res = json.loads((run / "eval.json").read_text())
-    assert res["fppl"] > 1 and res["rppl"] > 1 and res["samples_generated"] == 60
+    assert res["samples_generated"] == 60
+    check_ppl_against_samples_file(run, res)
     # Samples come from the prior chain at the run's sampling noise (the default preset's).
     from textebm.config import SAMPLE_NOISE
     assert res["sample_noise"] == SAMPLE_NOISE
-    lat = res["latent"]
-    for k in ("gap_nats_tok", "active_units", "mutual_info", "topic_probe_acc",
-              "impossible_share", "samples_exact_nll_tok", "posterior_impossible_share",
-              "posterior_samples_exact_nll_tok"):
-        assert k in lat, k
-    assert 0 <= lat["impossible_share"] <= 1 and lat["mutual_info"] <= lat["mutual_info_max"] + 1e-9
+    check_latent_invariants(run, res["latent"], diag_sentences=30)
+    check_eval_md_row(run, res)
     assert "| paper" not in (run / "eval.md").read_text()  # demo has no paper row
     # The NLL is the estimator's on the run's own units: a direct call on the same tokenized
     # test sentences (same seed) gives the same number.
@@ -62,11 +59,95 @@ def test_evaluate_writes_table2_row_and_latent_diagnostics(tmp_path, tokenizer):
     # check on every sentence, and on demo the grammar's exact NLL of the same sentences.
     nll = res["nll"]
     assert nll["estimator"] and len(nll["log_z_estimate"]["per_run"]) == 3
-    assert nll["floor"]["checked"] == 12 and 1 <= nll["ess"]["median"] <= 8
     check = nll["grammar_check"]
     assert check["model_minus_exact"] == pytest.approx(nll["nll"] - check["exact_nll"], rel=1e-9)
     per = json.loads((run / "nll_sentences.json").read_text())
     assert per["test_index"] == pick and len(per["nll"]) == len(per["floor"]) == 12
+    check_nll_summary_against_sentences(nll, per, samples=8)
+    # The grammar's exact NLL of the same 12 sentences, computed here from the grammar.
+    from corpora import demo
+    exact = -demo.log_probs([test[i].split() if isinstance(test[i], str) else test[i]
+                             for i in pick]).mean()
+    assert check["exact_nll"] == pytest.approx(exact, rel=1e-9)
+
+
+def check_ppl_against_samples_file(run, res):
+    """FPPL and RPPL recomputed from samples.txt with the n-gram LM directly: the training split's
+    5-gram on the samples, and the samples' 5-gram (the training vocabulary joined at zero counts)
+    on the test split; the real-data FPPL is the first LM on the test split."""
+    from corpora.registry import load_corpus
+    from corpora.vocab import Vocab
+    from lm_eval.ngram import NGramLM
+    from lm_eval.perplexity import read_samples
+    corpus = load_corpus("demo")
+    samples = read_samples(run / "samples.txt")
+    assert len(samples) == res["samples"] == 60 and res["order"] == 5
+    fwd = NGramLM.train(corpus.train, order=5)
+    assert res["fppl"] == pytest.approx(fwd.score(samples).ppl, rel=1e-9)
+    assert res["real_fppl"] == pytest.approx(fwd.score(corpus.split("test")).ppl, rel=1e-9)
+    rev = NGramLM.train(samples, order=5, vocab=Vocab.build(corpus.train).itos[4:])
+    assert res["rppl"] == pytest.approx(rev.score(corpus.split("test")).ppl, rel=1e-9)
+
+
+def check_latent_invariants(run, lat, diag_sentences):
+    """The latent diagnostics against what they must satisfy: the gap is the difference of its
+    two NLLs, I(x;z)'s bound is log N of the sentences read, the units and the topic probe's
+    accuracy are counts and shares of their own sizes, and the grammar's checks of the samples
+    agree with the grammar applied here to samples.txt."""
+    import math
+    import numpy as np
+    from corpora import demo
+    from lm_eval.perplexity import read_samples
+    assert lat["gap_nats_tok"] == pytest.approx(lat["nll_tok_random_z"] - lat["nll_tok_posterior_z"],
+                                                abs=1e-12)
+    assert lat["sentences"] == diag_sentences
+    assert lat["mutual_info_max"] == pytest.approx(math.log(diag_sentences), rel=1e-12)
+    assert 0 <= lat["mutual_info"] <= lat["mutual_info_max"] + 1e-9
+    assert isinstance(lat["active_units"], int) and 0 <= lat["active_units"] <= 32
+    samples = read_samples(run / "samples.txt")
+    lp = demo.log_probs(samples)
+    assert lat["samples_scored"] == len(samples) == 60
+    assert lat["impossible_share"] == pytest.approx(float(np.mean(~np.isfinite(lp))), abs=1e-12)
+    ok = np.isfinite(lp)
+    if ok.any():
+        tokens = sum(len(s) + 1 for s, k in zip(samples, ok) if k)
+        assert lat["samples_exact_nll_tok"] == pytest.approx(-lp[ok].sum() / tokens, rel=1e-9)
+    else:
+        assert math.isnan(lat["samples_exact_nll_tok"])
+    assert 0 <= lat["posterior_impossible_share"] <= 1
+
+
+def check_eval_md_row(run, res):
+    """eval.md's row carries eval.json's numbers, in a table whose every line has 10 |."""
+    lines = (run / "eval.md").read_text().splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert {ln.count("|") for ln in table} == {10}
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[0] == run.name and cells[1] == "demo"
+    assert cells[2:5] == [f"{res['real_fppl']:.2f}", f"{res['fppl']:.2f}", f"{res['rppl']:.2f}"]
+    nll = res.get("nll")
+    assert cells[5] == (f"{nll['nll']:.2f} ± {nll['nll_se']:.2f}" if nll else "–")
+    lat = res.get("latent")
+    assert cells[6] == (f"{lat['gap_nats_tok']:.3f}" if lat else "–")
+    assert cells[7:] == [res["lm"], f"{res['samples']:,}"]
+
+
+def check_nll_summary_against_sentences(nll, per, samples):
+    """The NLL's summary recomputed from nll_sentences.json: the mean, the floor check's count,
+    and the importance weights' ESS (each in [1, samples], as (sum w)^2 / sum w^2 must be; the
+    median is torch's lower median)."""
+    import math
+    n = len(per["nll"])
+    assert nll["nll"] == pytest.approx(sum(per["nll"]) / n, rel=1e-12)
+    sd = math.sqrt(sum((v - nll["nll"]) ** 2 for v in per["nll"]) / (n - 1))
+    assert nll["nll_se"] == pytest.approx(sd / math.sqrt(n), rel=1e-9)
+    assert nll["floor"]["checked"] == n
+    assert nll["floor"]["violations"] == sum(v < f for v, f in zip(per["nll"], per["floor"]))
+    ess = sorted(per["ess"])
+    assert all(1 - 1e-9 <= e <= samples + 1e-9 for e in ess) and nll["ess"]["of"] == samples
+    assert nll["ess"]["median"] == pytest.approx(ess[(n - 1) // 2], rel=1e-12)
+    assert nll["ess"]["min"] == pytest.approx(ess[0], rel=1e-12)
+    assert nll["ess"]["below_1_5"] == sum(e < 1.5 for e in ess)
 
 
 def test_samples_are_written_in_chunks(tmp_path, monkeypatch):
@@ -166,7 +247,10 @@ def test_parts_add_to_an_existing_evaluation_and_an_interruption_keeps_what_was_
     assert {k: res[k] for k in ("fppl", "rppl", "samples")} == \
         {k: first[k] for k in ("fppl", "rppl", "samples")}
     assert set(res["seconds"]) == {"sampling", "ppl_ngram", "nll"} and "latent" not in res
-    assert "| " in (run / "eval.md").read_text()
+    # eval.md is rewritten with the NLL that --parts nll added beside the kept FPPL/RPPL.
+    check_eval_md_row(run, res)
+    per = json.loads((run / "nll_sentences.json").read_text())
+    check_nll_summary_against_sentences(res["nll"], per, samples=4)
     r = runner.invoke(app, ["evaluate", "--checkpoint", str(run), "--parts", "ppl,gap"])
     assert r.exit_code == 2 and "--parts" in r.output
 
