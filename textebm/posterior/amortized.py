@@ -75,13 +75,9 @@ class Amortized(Posterior):
         kl = kl_d.sum(-1).mean()
         kl_term = kl_d.mean(0).clamp_min(self.free_bits).sum() if self.free_bits else kl
         # The prior's weights learn by their own (contrastive) step, not through the ELBO.
-        prior_flags = [p.requires_grad for p in model.prior.parameters()]
-        model.prior.requires_grad_(False)
-        try:
+        from textebm.model import frozen
+        with frozen(model.prior):
             e_q = model.energy(z).mean()
-        finally:
-            for p, f in zip(model.prior.parameters(), prior_flags):
-                p.requires_grad_(f)
         return z, e_q + kl_term, {"kl": kl.detach(), "e_q": e_q.detach()}
 
     def infer(self, model, x: torch.Tensor, steps: int | None = None,
@@ -91,9 +87,7 @@ class Amortized(Posterior):
         """z ~ q(z|x) (read: mu(x)), then K1 steps of the posterior chain from there."""
         if z0 is None:
             with torch.no_grad():
-                mu, logvar = self.moments(x)
-                z0 = mu if read else mu + (0.5 * logvar).exp() * torch.randn(
-                    mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                z0 = self.moments(x)[0] if read else self.draw(x, generator)[0]
         return super().infer(model, x, steps, step_size, generator, z0, read, **trace)
 
 
