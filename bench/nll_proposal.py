@@ -26,7 +26,8 @@ import torch
 
 from corpora.registry import load_corpus
 from textebm.api import load
-from textebm.nll import NLLConfig, paired_difference, partition, sentence_log_marginals
+from textebm.nll import (NLLConfig, paired_difference, partition, rows_per_sentence,
+                         sentence_log_marginals)
 from corpora.batching import by_length
 
 
@@ -53,14 +54,12 @@ def main() -> None:
         m = int(m)
         if head == "q":
             temps, cfg = 0, NLLConfig(q_samples=m, seed=a.seed, proposal="auto")
-            rows_per = m
         else:
             temps = int(head)
             cfg = NLLConfig(temperatures=temps, samples=m, seed=a.seed, proposal="fitted")
-            rows_per = max(cfg.chains, m if temps else 1)
         gen = torch.Generator().manual_seed(a.seed + 1)
         start, parts, order = time.time(), [], []
-        rows = max(1, tm.model.decoder.token_cap(cfg.max_logits) // rows_per)
+        rows = max(1, tm.model.decoder.token_cap(cfg.max_logits) // rows_per_sentence(cfg, head == "q"))
         for ix in by_length(ids, cfg.batch_size, rows):
             parts.append(sentence_log_marginals(tm.model, [ids[j] for j in ix], cfg, z["log_z"], gen))
             order += list(ix)

@@ -159,8 +159,7 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
     else:                  # plain importance sampling from q0
         with torch.no_grad():
             log_w = (u_init(zs) - u_target(zs)).double()
-    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)
-    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full((B,), math.inf)
+    se = _relative_se(log_w)
     ess_b = ess(log_w)
     if cfg.floor_steps:
         _, found = descend(nll_x, modes, cfg.floor_steps, cfg.floor_lr)
@@ -169,6 +168,20 @@ def log_marginals(u0: Fn, nll_x: Fn, starts: torch.Tensor, log_z: float, cfg: NL
         floor = torch.full((B,), math.inf, dtype=torch.float64, device=modes.device)
     return {"log_p": torch.logsumexp(log_w, 1) - math.log(M), "se": se, "ess": ess_b,
             "floor": floor}
+
+
+def _relative_se(log_w: torch.Tensor) -> torch.Tensor:
+    """The delta-method standard error of log mean_m w_m from log weights (B, M): sd(w) /
+    (sqrt(M) mean(w)) per row; inf for a single weight."""
+    M = log_w.size(1)
+    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)
+    return w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full_like(w[:, 0], math.inf)
+
+
+def rows_per_sentence(cfg: NLLConfig, with_q: bool) -> int:
+    """Decoder rows one sentence takes in one call: its q draws, or its C descents and M AIS
+    chains (batches are sized so that rows x positions stay within the token cap)."""
+    return cfg.q_samples if with_q else max(cfg.chains, cfg.samples if cfg.temperatures else 1)
 
 
 def q_log_marginals(u0: Fn, nll_x: Fn, q, log_z: float, cfg: NLLConfig,
@@ -183,8 +196,7 @@ def q_log_marginals(u0: Fn, nll_x: Fn, q, log_z: float, cfg: NLLConfig,
     with torch.no_grad():
         nll_s = nll_x(zs).double()                                         # (B, M)
         log_w = (-u0(zs) - 0.5 * D * LOG_2PI - log_z).double() - nll_s - q.log_prob(zs).double()
-    w = torch.exp(log_w - log_w.max(1, keepdim=True).values)
-    se = w.std(1) / math.sqrt(M) / w.mean(1) if M > 1 else torch.full_like(w[:, 0], math.inf)
+    se = _relative_se(log_w)
     floor = nll_s.min(1).values
     if cfg.floor_steps:
         _, found = descend(nll_x, q.mu[:, None], cfg.floor_steps, cfg.floor_lr)
@@ -217,17 +229,16 @@ def sentence_log_marginals(model: LatentEBM, ids: list[list[int]], cfg: NLLConfi
     x = frame(ids).to(model.device)
     B, C, D = x.size(0), cfg.chains, model.latent_dim
     q = _proposal(model, x, cfg)
-    if q is not None:
-        u0, nll_x = _model_fns(model, x, cfg.max_logits)
-        with frozen(model):
-            out = q_log_marginals(u0, nll_x, q, log_z, cfg, gen=generator)
-        return {k: v.double().cpu() for k, v in out.items()}
-    starts = torch.randn(B, C, D, generator=generator, device=model.device, dtype=model.dtype)
-    starts[:, 0] = model.chain_start(x, generator)
     u0, nll_x = _model_fns(model, x, cfg.max_logits)
-    with frozen(model):
-        out = log_marginals(u0, nll_x, starts, log_z, cfg, generator)
-    out["elbo"] = torch.full((B,), math.nan, dtype=torch.float64)
+    if q is not None:
+        with frozen(model):
+            out = q_log_marginals(u0, nll_x, q, log_z, cfg, generator)
+    else:
+        starts = torch.randn(B, C, D, generator=generator, device=model.device, dtype=model.dtype)
+        starts[:, 0] = model.chain_start(x, generator)
+        with frozen(model):
+            out = log_marginals(u0, nll_x, starts, log_z, cfg, generator)
+        out["elbo"] = torch.full((B,), math.nan, dtype=torch.float64)
     return {k: v.double().cpu() for k, v in out.items()}
 
 
@@ -279,8 +290,7 @@ def importance_nll(model: LatentEBM, ids: list[list[int]], cfg: NLLConfig = NLLC
     # A batch's C descents (and its M AIS chains) run as one decoder call (forward and backward
     # to z), so the rows per call stay within the token cap.
     with_q = uses_q(model, ids, cfg)
-    rows = cfg.q_samples if with_q else max(cfg.chains, cfg.samples if cfg.temperatures else 1)
-    per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // rows)
+    per_batch = max(1, model.decoder.token_cap(cfg.max_logits) // rows_per_sentence(cfg, with_q))
     batches = list(by_length(ids, cfg.batch_size, per_batch))
     key = _progress_key(ids, cfg, log_z)
     done, parts = _resume(state_path, key, gen)
